@@ -1,0 +1,40 @@
+"""spiderfarm: a distributed web-scraping framework.
+
+One BaseManager server holds the crawl frontier; any number of worker processes lease
+batches of requests, fetch them with aiohttp and run your ``Spider`` callbacks.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CloseSpider,
+    ConnectError,
+    FeedError,
+    FetchError,
+    IgnoreRequest,
+    SettingsError,
+    SpiderfarmError,
+    SpiderLoadError,
+)
+from .http import InvalidRequest, Request, Response
+from .settings import Settings
+from .spider import Spider
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CloseSpider",
+    "ConnectError",
+    "FeedError",
+    "FetchError",
+    "IgnoreRequest",
+    "InvalidRequest",
+    "Request",
+    "Response",
+    "Settings",
+    "SettingsError",
+    "Spider",
+    "SpiderLoadError",
+    "SpiderfarmError",
+    "__version__",
+]

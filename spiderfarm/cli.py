@@ -1,0 +1,373 @@
+"""The command line: ``crawl``, ``demo``, ``status``, and the server and worker entry points.
+
+The only place that configures logging or picks uvloop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .errors import SpiderfarmError
+from .server import FarmServer, ServerConfig, load_authkey, parse_address, write_new_authkey
+from .settings import Settings, parse_key_values
+
+logger = logging.getLogger("spiderfarm")
+
+__all__ = ["main", "server_main", "worker_main"]
+
+AUTHKEY_ENV = "SPIDERFARM_AUTHKEY"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _settings_help() -> str:
+    rows = [f"  {name:<24} {default:<14} {text}" for name, default, text in Settings.describe()]
+    return "settings (-s NAME=VALUE):\n" + "\n".join(rows)
+
+
+def _add_spider_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spider", help="a spider name found in --spiders-dir, or a path to a .py file")
+    p.add_argument("-o", "--output", help="feed file: .jsonl, .json or .csv")
+    p.add_argument("-a", dest="spider_args", action="append", default=[], metavar="NAME=VALUE",
+                   help="spider argument, set as an attribute of the spider")
+    p.add_argument("-s", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                   help="setting (see the list below)")
+    p.add_argument("--spiders-dir", default="spiders", help="where spiders live (default: %(default)s)")
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
+
+
+def _server_config(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes) -> ServerConfig:
+    return ServerConfig(
+        spider_ref=args.spider,
+        spiders_dir=Path(args.spiders_dir),
+        spider_args=parse_key_values(args.spider_args, "-a"),
+        overrides=parse_key_values(args.settings, "-s"),
+        output=args.output,
+        bind=bind,
+        authkey=authkey,
+    )
+
+
+# -- progress and summary ------------------------------------------------------------
+class _Progress:
+    def __init__(self, server: FarmServer, enabled: bool) -> None:
+        self.server, self.enabled = server, enabled
+        self._last = (time.monotonic(), 0)
+
+    def __call__(self) -> None:
+        if not self.enabled:
+            return
+        st = self.server.frontier.status()
+        stats = st["stats"]
+        now, pages = time.monotonic(), stats.get("pages", 0)
+        rate = (pages - self._last[1]) / max(now - self._last[0], 1e-6)
+        self._last = (now, pages)
+        errors = sum(v for k, v in stats.items() if k.startswith(("failed/", "errors/")))
+        line = (f"\r{pages} pages ({rate:.0f}/s)  queued {st['queued']}  in flight "
+                f"{st['in_flight']}  items {stats.get('items', 0)}  errors {errors}  "
+                f"workers {st['workers']}")
+        sys.stderr.write(line.ljust(100)[:140])
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def summary_lines(status: dict[str, Any], output: str | None) -> list[str]:
+    stats, elapsed = status["stats"], status["elapsed_s"]
+    pages, items = stats.get("pages", 0), stats.get("items", 0)
+    failed = {k: v for k, v in stats.items() if k.startswith(("failed/", "errors/"))}
+    errors = sum(failed.values())
+    lines = [
+        f"crawl {status['close_reason'] or status['state']}: {pages} pages, {items} items, "
+        f"{errors} errors in {elapsed:.2f}s ({pages / max(elapsed, 1e-9):.1f} pages/s)"
+    ]
+    for key in sorted(failed):
+        lines.append(f"  {key}: {failed[key]}")
+    filtered = {k: v for k, v in stats.items() if k.startswith(("filtered/", "retries/"))}
+    for key in sorted(filtered):
+        lines.append(f"  {key}: {filtered[key]}")
+    for url, reason, attempts in status["dead_letters"][:20]:
+        lines.append(f"  dead letter: {url} ({reason}, {attempts} attempts)")
+    if len(status["dead_letters"]) > 20:
+        lines.append(f"  ... and {len(status['dead_letters']) - 20} more dead letters")
+    if output:
+        lines.append(f"items written to {output}")
+    return lines
+
+
+# -- crawl -----------------------------------------------------------------------------
+def _spawn_workers(n: int, address: tuple[str, int], authkey: bytes, spiders_dir: str,
+                   log_level: str) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, AUTHKEY_ENV: authkey.hex()}
+    argv = [sys.executable, "-m", "spiderfarm.worker", "--connect", f"{address[0]}:{address[1]}",
+            "--spiders-dir", spiders_dir, "--log-level", log_level]
+    return [subprocess.Popen(argv, env=env) for _ in range(n)]
+
+
+def run_crawl(args: argparse.Namespace) -> int:
+    authkey = secrets.token_bytes(32)
+    server = FarmServer(_server_config(args, ("127.0.0.1", 0), authkey))
+    server.seed()
+    address = server.listen()
+    workers = _spawn_workers(args.workers, address, authkey, args.spiders_dir, args.log_level)
+    progress = _Progress(server, sys.stderr.isatty() and not args.quiet)
+    interrupts = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            sys.stderr.write("\nstopping: finishing in-flight requests (Ctrl-C again to quit)\n")
+            server.frontier.close("shutdown")
+        else:
+            for proc in workers:
+                proc.kill()
+            server.feed.flush()
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        def tick() -> None:
+            progress()
+            if all(p.poll() is not None for p in workers):
+                logger.error("all workers exited before the crawl finished")
+                server.frontier.close("workers_exited")
+
+        server.wait(on_tick=tick, tick_s=0.25)
+        progress.done()
+        server.linger(len(workers), timeout_s=10)
+        codes = [_reap(p, 15) for p in workers]
+    except KeyboardInterrupt:
+        for proc in workers:
+            _reap(proc, 1)
+        server.stop()
+        sys.stderr.write("interrupted: items so far are in the feed\n")
+        return 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    status = server.frontier.status()
+    server.stop()
+    for line in summary_lines(status, args.output):
+        print(line, flush=True)
+    bad = [c for c in codes if c != 0]
+    if bad:
+        print(f"warning: {len(bad)} worker(s) exited with errors: {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+# -- demo ------------------------------------------------------------------------------
+def run_demo(args: argparse.Namespace) -> int:
+    spiders_dir = _default_spiders_dir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spiderfarm.demosite", "--port", "0", "--pages", str(args.pages)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "serving http://127.0.0.1:PORT/ (N pages)"
+    if not line.startswith("serving "):
+        proc.kill()
+        proc.wait()
+        raise SpiderfarmError(f"the demo site failed to start: {line.strip() or 'no output'}")
+    base_url = line.split()[1]
+    try:
+        print(f"demo site: {base_url} ({args.pages} product pages, served locally)", flush=True)
+        crawl_args = argparse.Namespace(
+            spider="catalogue", output=args.output, spider_args=[f"start_url={base_url}"],
+            settings=args.settings, spiders_dir=str(spiders_dir), log_level=args.log_level,
+            workers=args.workers, quiet=False,
+        )
+        return run_crawl(crawl_args)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _default_spiders_dir() -> Path:
+    local = Path("spiders")
+    if (local / "catalogue.py").is_file():
+        return local
+    return Path(__file__).resolve().parent.parent / "spiders"
+
+
+# -- status ----------------------------------------------------------------------------
+def run_status(args: argparse.Namespace) -> int:
+    from .client import FrontierClient
+
+    key = _require_authkey(args.authkey_file)
+
+    async def go() -> dict[str, Any]:
+        client = FrontierClient(parse_address(args.connect), key, give_up_s=5)
+        try:
+            return await client.status()
+        finally:
+            await client.close()
+
+    status = _run_async(go())
+    status.pop("hosts", None) if not args.hosts else None
+    print(json.dumps(status, indent=2, sort_keys=True))
+    return 0
+
+
+def _require_authkey(path: str | None) -> bytes:
+    key = load_authkey(path, os.environ.get(AUTHKEY_ENV))
+    if key is None:
+        raise SpiderfarmError(
+            f"no authkey: pass --authkey-file FILE (the file the server printed) or set {AUTHKEY_ENV}"
+        )
+    return key
+
+
+# -- entry points ------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m spiderfarm", description=(
+        "spiderfarm: a distributed web-scraping framework"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    crawl = sub.add_parser("crawl", help="run a spider on this machine with N worker processes",
+                           epilog=_settings_help(), formatter_class=fmt)
+    _add_spider_options(crawl)
+    crawl.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="worker processes (default: CPU count, %(default)s)")
+    crawl.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    demo = sub.add_parser("demo", help="crawl a bundled local demo site and print the summary",
+                          epilog=_settings_help(), formatter_class=fmt)
+    demo.add_argument("--pages", type=int, default=3000, help="demo site size (default %(default)s)")
+    demo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    demo.add_argument("-o", "--output", default="demo-items.jsonl",
+                      help="feed file (default %(default)s)")
+    demo.add_argument("-s", dest="settings", action="append", default=[], metavar="NAME=VALUE")
+    demo.add_argument("--log-level", default="WARNING")
+    status = sub.add_parser("status", help="print a running server's state as JSON")
+    status.add_argument("--connect", required=True, metavar="HOST:PORT")
+    status.add_argument("--authkey-file")
+    status.add_argument("--hosts", action="store_true", help="include per-host figures")
+    status.add_argument("--log-level", default="WARNING")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    handlers = {"crawl": run_crawl, "demo": run_demo, "status": run_status}
+    try:
+        if getattr(args, "workers", 1) < 1:
+            raise SpiderfarmError("--workers must be at least 1")
+        return int(handlers[args.command](args))
+    except SpiderfarmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def server_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m spiderfarm.server``: the frontier alone, for workers on other machines."""
+    parser = argparse.ArgumentParser(
+        prog="python -m spiderfarm.server", epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a crawl's frontier to workers that connect over TCP.")
+    _add_spider_options(parser)
+    parser.add_argument("--bind", default="127.0.0.1:5000", metavar="HOST:PORT",
+                        help="address to listen on (default %(default)s; port 0 picks one)")
+    parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level if args.log_level != "WARNING" else "INFO")
+    try:
+        key = load_authkey(args.authkey_file, os.environ.get(AUTHKEY_ENV))
+        if key is None:
+            key, path = write_new_authkey()
+            print(f"authkey written to {path} (mode 0600): give it to workers with "
+                  f"--authkey-file", flush=True)
+        server = FarmServer(_server_config(args, parse_address(args.bind), key))
+        server.seed()
+        host, port = server.listen()
+    except SpiderfarmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"spiderfarm server listening on {host}:{port}", flush=True)
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            raise KeyboardInterrupt
+        stopping = True
+        server.frontier.close("shutdown")
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, on_signal)
+    try:
+        server.wait()
+        server.linger(expected_workers=1_000_000, timeout_s=10)
+    except KeyboardInterrupt:
+        server.stop()
+        return 130
+    status = server.frontier.status()
+    server.stop()
+    for line in summary_lines(status, args.output):
+        print(line, flush=True)
+    return 0
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m spiderfarm.worker``: connect to a server and crawl until it is done."""
+    from .client import FrontierClient
+    from .worker import Worker
+
+    parser = argparse.ArgumentParser(prog="python -m spiderfarm.worker",
+                                     description="Crawl for a spiderfarm server.")
+    parser.add_argument("--connect", required=True, metavar="HOST:PORT")
+    parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
+    parser.add_argument("--concurrency", type=int, help="requests in flight (default: setting)")
+    parser.add_argument("--spiders-dir", default="spiders")
+    parser.add_argument("--give-up-s", type=float, default=30.0,
+                        help="how long to keep retrying an unreachable server (default %(default)s)")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        key = _require_authkey(args.authkey_file)
+        client = FrontierClient(parse_address(args.connect), key, give_up_s=args.give_up_s)
+        worker = Worker(client, spiders_dir=args.spiders_dir, concurrency=args.concurrency)
+        return int(_run_async(worker.run()))
+    except SpiderfarmError as exc:
+        print(f"error: worker: {exc}", file=sys.stderr)
+        return 2

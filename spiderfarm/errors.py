@@ -1,0 +1,83 @@
+"""The one exception tree of spiderfarm.
+
+    SpiderfarmError
+    ├── SettingsError          a setting is unknown or has a bad value
+    ├── SpiderLoadError        a spider cannot be found or imported
+    ├── FeedError              the output file cannot be opened or written
+    ├── ConnectError           the server cannot be reached, or refused the authkey
+    ├── LeaseLost              an ack came for a lease the frontier no longer holds
+    ├── FetchError             one request failed at the fetch boundary (reason is a short code)
+    ├── CloseSpider            raised by a callback to end the crawl (Scrapy's name)
+    └── IgnoreRequest          raised by a callback or middleware to drop a request quietly
+
+Every class passes all of its constructor arguments to ``super().__init__`` so that it
+pickles and unpickles unchanged (tests check this).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CloseSpider",
+    "ConnectError",
+    "FeedError",
+    "FetchError",
+    "IgnoreRequest",
+    "LeaseLost",
+    "SettingsError",
+    "SpiderLoadError",
+    "SpiderfarmError",
+]
+
+
+class SpiderfarmError(Exception):
+    """Root of every error spiderfarm raises on purpose."""
+
+
+class SettingsError(SpiderfarmError):
+    """A setting is unknown or its value cannot be used."""
+
+
+class SpiderLoadError(SpiderfarmError):
+    """A spider cannot be found or its module fails to import."""
+
+
+class FeedError(SpiderfarmError):
+    """The item feed cannot be opened or written."""
+
+
+class ConnectError(SpiderfarmError):
+    """The frontier server cannot be reached, or it refused our authkey."""
+
+
+class LeaseLost(SpiderfarmError):
+    """An ack referred to a lease that expired or was handed to another worker."""
+
+
+class FetchError(SpiderfarmError):
+    """A request failed before its callback could run.
+
+    ``reason`` is a short, stable code (``timeout``, ``refused``, ``too_large``,
+    ``http_503`` ...) used to count failures and decide retries.
+    """
+
+    def __init__(self, url: str, reason: str, detail: str = "") -> None:
+        super().__init__(url, reason, detail)
+        self.url = url
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        tail = f": {self.detail}" if self.detail else ""
+        return f"{self.reason} fetching {self.url}{tail}"
+
+
+class CloseSpider(SpiderfarmError):
+    """Raise from a callback to stop the whole crawl; ``reason`` appears in the summary."""
+
+    def __init__(self, reason: str = "cancelled") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class IgnoreRequest(SpiderfarmError):
+    """Raise to drop one request without counting it as an error."""

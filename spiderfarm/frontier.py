@@ -1,0 +1,420 @@
+"""The crawl state: per-host queues, dedup, leases, retries, dead letters, limits.
+
+A plain object guarded by one lock (the manager serves every connection on its own
+thread). No sockets and no pickling here: ``server.py`` exposes it, ``worker.py`` feeds it.
+
+Protocol (all plain data):
+
+* ``push([(fp, host, wire), ...])`` queues new requests, dropping seen fingerprints,
+  offsite hosts and requests past the depth limit.
+* ``exchange(worker, outcomes, want)`` applies a batch of outcomes atomically and leases
+  up to ``want`` new requests in the same round trip. An outcome is
+  ``(lease_id, kind, reason, new_requests, items, info)`` with ``kind`` one of
+  ``ok``, ``close``, ``fail``, ``retry`` or ``release``; items are JSON lines.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .http import W_DEPTH, W_DONT_FILTER, W_PRIORITY, W_URL, WireRequest
+from .settings import Settings
+from .urls import host_allowed
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Frontier", "Lease", "Outcome", "PushEntry"]
+
+PushEntry = tuple[int, str, WireRequest]
+# lease_id, kind, reason, new requests, items (JSON lines), info (status, latency_s, retry_after_s)
+Outcome = tuple[int, str, str, list[PushEntry], list[str], tuple[int, float, float]]
+Lease = tuple[int, int, WireRequest]  # lease_id, attempt, wire
+
+RUNNING, CLOSING, FINISHED = "running", "closing", "finished"
+
+
+class _Host:
+    __slots__ = ("buckets", "errors", "in_flight", "next_at", "pages", "prios", "scheduled")
+
+    def __init__(self) -> None:
+        # Priority buckets: most crawls use one priority, so a deque beats a heap.
+        self.buckets: dict[int, deque[tuple[WireRequest, int]]] = {}
+        self.prios: list[int] = []  # ascending; the highest is taken first
+        self.in_flight = 0
+        self.next_at = 0.0
+        self.scheduled = False
+        self.pages = 0
+        self.errors = 0
+
+    def put(self, wire: WireRequest, attempt: int) -> None:
+        prio = wire[W_PRIORITY]
+        bucket = self.buckets.get(prio)
+        if bucket is None:
+            bucket = self.buckets[prio] = deque()
+            bisect.insort(self.prios, prio)
+        bucket.append((wire, attempt))
+
+    def take(self) -> tuple[WireRequest, int]:
+        prio = self.prios[-1]
+        bucket = self.buckets[prio]
+        entry = bucket.popleft()
+        if not bucket:
+            del self.buckets[prio]
+            self.prios.pop()
+        return entry
+
+    def __bool__(self) -> bool:
+        return bool(self.prios)
+
+
+@dataclass(slots=True)
+class _Worker:
+    last_seen: float
+    leases: set[int]
+    alive: bool = True
+
+
+class Frontier:
+    """The whole crawl's state. Thread-safe; every public method takes the lock once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        allowed_domains: Iterable[str] = (),
+        write_items: Callable[[list[str]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._allowed = frozenset(d.lower().lstrip(".") for d in allowed_domains)
+        self._write_items = write_items or (lambda lines: None)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: set[int] = set()
+        self._hosts: dict[str, _Host] = {}
+        self._ready: deque[str] = deque()
+        self._waiting: list[tuple[float, str]] = []  # (next_at, host): politeness delay
+        self._delayed: list[tuple[float, int, str, WireRequest, int]] = []  # retries
+        self._queued = 0
+        self._leases: dict[int, tuple[str, WireRequest, int, float, str]] = {}
+        self._deadlines: list[float] = []
+        self._workers: dict[str, _Worker] = {}
+        self._next_lease = 1
+        self._seq = 0
+        self._handed_out = 0
+        self.stats: Counter[str] = Counter()
+        self.dead_letters: list[tuple[str, str, int]] = []
+        self.state = RUNNING
+        self.close_reason = ""
+        self.started_at = clock()
+        self.finished_at = 0.0
+
+    # -- requests in ---------------------------------------------------------------
+    def push(self, entries: Sequence[PushEntry]) -> int:
+        """Queue new requests; returns how many were accepted."""
+        with self._lock:
+            return self._push(entries)
+
+    def _push(self, entries: Sequence[PushEntry]) -> int:
+        if self.state != RUNNING:
+            return 0
+        seen, allowed, depth_limit = self._seen, self._allowed, self.settings.depth_limit
+        stats = self.stats
+        accepted = 0
+        for fp, host, wire in entries:
+            if allowed and not host_allowed(host, allowed):
+                stats["filtered/offsite"] += 1
+                continue
+            if depth_limit and wire[W_DEPTH] > depth_limit:
+                stats["filtered/depth"] += 1
+                continue
+            if not wire[W_DONT_FILTER]:
+                if fp in seen:
+                    stats["filtered/duplicate"] += 1
+                    continue
+                seen.add(fp)
+            self._enqueue(host, wire, 0)
+            accepted += 1
+        stats["requests/queued"] += accepted
+        return accepted
+
+    def _enqueue(self, host_key: str, wire: WireRequest, attempt: int) -> None:
+        host = self._hosts.get(host_key)
+        if host is None:
+            host = self._hosts[host_key] = _Host()
+        host.put(wire, attempt)
+        self._queued += 1
+        if not host.scheduled:
+            self._schedule(host_key, host, self._clock())
+
+    def _schedule(self, key: str, host: _Host, now: float) -> None:
+        if host.scheduled or not host or host.in_flight >= self.settings.per_host_concurrency:
+            return
+        host.scheduled = True
+        if host.next_at > now:
+            heapq.heappush(self._waiting, (host.next_at, key))
+        else:
+            self._ready.append(key)
+
+    # -- leasing -------------------------------------------------------------------
+    def exchange(
+        self, worker: str, outcomes: Sequence[Outcome], want: int
+    ) -> tuple[list[Lease], list[int], str]:
+        """Apply ``outcomes``, then lease up to ``want`` requests to ``worker``.
+
+        Returns the new leases, the ids of outcomes refused because their lease was no
+        longer this worker's, and the crawl state (``running``/``closing``/``finished``).
+        """
+        with self._lock:
+            now = self._clock()
+            state = self._workers.get(worker)
+            if state is None:
+                state = self._workers[worker] = _Worker(now, set())
+            state.last_seen, state.alive = now, True
+            refused = [o[0] for o in outcomes if not self._apply(worker, state, o, now)]
+            self._reap(now)
+            leases = self._lease(worker, state, want, now) if want > 0 else []
+            self._check_finished(now)
+            return leases, refused, self.state
+
+    def _lease(self, worker: str, state: _Worker, want: int, now: float) -> list[Lease]:
+        if self.state != RUNNING:
+            return []
+        self._promote_delayed(now)
+        waiting, ready, hosts = self._waiting, self._ready, self._hosts
+        while waiting and waiting[0][0] <= now:
+            ready.append(heapq.heappop(waiting)[1])
+        cap, delay = self.settings.per_host_concurrency, self.settings.delay_s
+        max_pages = self.settings.max_pages
+        deadline = now + self.settings.lease_timeout_s
+        leases: list[Lease] = []
+        while ready and len(leases) < want:
+            key = ready.popleft()
+            host = hosts[key]
+            host.scheduled = False
+            wire, attempt = host.take()
+            self._queued -= 1
+            if attempt == 0:
+                if max_pages and self._handed_out >= max_pages:
+                    self._close("max_pages")
+                    break
+                self._handed_out += 1
+            lease_id = self._next_lease
+            self._next_lease += 1
+            self._leases[lease_id] = (worker, wire, attempt, deadline, key)
+            state.leases.add(lease_id)
+            leases.append((lease_id, attempt, wire))
+            host.in_flight += 1
+            if delay:
+                host.next_at = now + delay
+            self._schedule(key, host, now)
+        if leases:
+            heapq.heappush(self._deadlines, deadline)
+        return leases
+
+    def _promote_delayed(self, now: float) -> None:
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, key, wire, attempt = heapq.heappop(delayed)
+            self._queued -= 1
+            self._enqueue(key, wire, attempt)
+
+    # -- outcomes ------------------------------------------------------------------
+    def _apply(self, worker: str, state: _Worker, outcome: Outcome, now: float) -> bool:
+        lease_id, kind, reason, new_requests, items, info = outcome
+        lease = self._leases.get(lease_id)
+        if lease is None or lease[0] != worker:
+            self.stats["acks/refused"] += 1
+            return False
+        del self._leases[lease_id]
+        state.leases.discard(lease_id)
+        _, wire, attempt, _, key = lease
+        host = self._hosts[key]
+        host.in_flight -= 1
+        delay = self.settings.delay_s
+        if delay:
+            # The worker may have fetched this later than we leased it: count the gap from
+            # now as well, so two fetches of one host are never closer than delay_s.
+            host.next_at = max(host.next_at, now + delay)
+        stats = self.stats
+        if kind == "release":
+            self._requeue(key, wire, attempt, now, 0.0)
+        elif kind == "retry" and attempt < self.settings.max_retries:
+            stats[f"retries/{reason}"] += 1
+            self._retry_later(key, wire, attempt + 1, now, info[2])
+        elif kind in ("fail", "retry"):
+            host.errors += 1
+            stats[f"failed/{reason}"] += 1
+            if kind == "retry":
+                self.dead_letters.append((wire[W_URL], reason, attempt + 1))
+                stats["dead_letters"] += 1
+        else:
+            host.pages += 1
+            stats["pages"] += 1
+            if kind == "close":  # a callback raised CloseSpider(reason)
+                self._close(reason)
+            elif reason:  # the page was fetched but a callback failed part-way
+                stats[f"errors/{reason}"] += 1
+            if new_requests:
+                self._push(new_requests)
+            if items:
+                self._accept_items(items)
+        self._schedule(key, host, now)
+        return True
+
+    def _accept_items(self, items: list[str]) -> None:
+        max_items = self.settings.max_items
+        if max_items:
+            room = max_items - self.stats["items"]
+            if room <= 0:
+                self.stats["items/over_limit"] += len(items)
+                return
+            if len(items) >= room:
+                self.stats["items/over_limit"] += len(items) - room
+                items = items[:room]
+                self._close("max_items")
+        self._write_items(items)
+        self.stats["items"] += len(items)
+
+    def _requeue(self, key: str, wire: WireRequest, attempt: int, now: float, delay: float) -> None:
+        if self.state != RUNNING:
+            self.stats["requests/abandoned"] += 1
+            return
+        if delay > 0:
+            self._seq += 1
+            heapq.heappush(self._delayed, (now + delay, self._seq, key, wire, attempt))
+            self._queued += 1
+        else:
+            self._enqueue(key, wire, attempt)
+
+    def _retry_later(
+        self, key: str, wire: WireRequest, attempt: int, now: float, retry_after: float
+    ) -> None:
+        s = self.settings
+        backoff = min(s.retry_backoff_max_s, s.retry_backoff_s * 2 ** (attempt - 1))
+        backoff *= random.uniform(0.5, 1.5)  # jitter: retries of one outage do not stampede
+        self._requeue(key, wire, attempt, now, max(backoff, retry_after))
+
+    # -- liveness ------------------------------------------------------------------
+    def _reap(self, now: float) -> None:
+        """Requeue the leases of dead workers and leases past their deadline."""
+        timeout = self.settings.worker_timeout_s
+        for name, worker in self._workers.items():
+            if worker.alive and now - worker.last_seen > timeout:
+                worker.alive = False
+                if worker.leases:
+                    logger.warning(
+                        "worker %s silent for %.1fs: requeueing its %d leased requests",
+                        name, now - worker.last_seen, len(worker.leases),
+                    )
+                    self.stats["workers/dead"] += 1
+                    self._reclaim(list(worker.leases), now)
+        # One deadline entry per lease batch; when any passes, scan for what really expired.
+        deadlines, due = self._deadlines, False
+        while deadlines and deadlines[0] <= now:
+            heapq.heappop(deadlines)
+            due = True
+        if due:
+            expired = [i for i, lease in self._leases.items() if lease[3] <= now]
+            if expired:
+                self.stats["leases/expired"] += len(expired)
+                self._reclaim(expired, now)
+
+    def _reclaim(self, lease_ids: list[int], now: float) -> None:
+        for lease_id in lease_ids:
+            lease = self._leases.pop(lease_id, None)
+            if lease is None:
+                continue
+            worker, wire, attempt, _, key = lease
+            self._workers[worker].leases.discard(lease_id)
+            host = self._hosts[key]
+            host.in_flight -= 1
+            self.stats["leases/reclaimed"] += 1
+            # A reclaimed request may have been what killed its worker: count it as an attempt.
+            if attempt < self.settings.max_retries:
+                self._requeue(key, wire, attempt + 1, now, 0.0)
+            else:
+                self.dead_letters.append((wire[W_URL], "worker_lost", attempt + 1))
+                self.stats["failed/worker_lost"] += 1
+                self.stats["dead_letters"] += 1
+            self._schedule(key, host, now)
+
+    def tick(self) -> str:
+        """Housekeeping when no worker calls: reap, check limits; returns the state."""
+        with self._lock:
+            now = self._clock()
+            self._reap(now)
+            self._check_finished(now)
+            return self.state
+
+    # -- ending --------------------------------------------------------------------
+    def _close(self, reason: str) -> None:
+        if self.state == RUNNING:
+            logger.info("closing crawl: %s", reason)
+            self.state = CLOSING
+            self.close_reason = reason
+
+    def close(self, reason: str) -> None:
+        """Stop handing out work; the crawl finishes once outstanding leases are acked."""
+        with self._lock:
+            self._close(reason)
+            self._check_finished(self._clock())
+
+    def _check_finished(self, now: float) -> None:
+        if self.state == FINISHED:
+            return
+        if (
+            self.state == RUNNING
+            and self.settings.max_seconds
+            and now - self.started_at >= self.settings.max_seconds
+        ):
+            self._close("max_seconds")
+        if self._leases:
+            return
+        if self.state == CLOSING or self._queued == 0:
+            self.state = FINISHED
+            self.close_reason = self.close_reason or "finished"
+            self.finished_at = now
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot of plain data for progress lines, ``status`` and the summary."""
+        with self._lock:
+            now = self._clock()
+            end = self.finished_at or now
+            return {
+                "state": self.state,
+                "close_reason": self.close_reason,
+                "queued": self._queued,
+                "in_flight": len(self._leases),
+                "seen": len(self._seen),
+                "workers": sum(w.alive for w in self._workers.values()),
+                "elapsed_s": end - self.started_at,
+                "stats": dict(self.stats),
+                "dead_letters": list(self.dead_letters),
+                "hosts": {
+                    key: {
+                        "queued": sum(len(b) for b in h.buckets.values()),
+                        "in_flight": h.in_flight,
+                        "pages": h.pages,
+                        "errors": h.errors,
+                    }
+                    for key, h in self._hosts.items()
+                },
+            }
+
+    def forget_worker(self, worker: str) -> None:
+        """A worker said goodbye: anything it still holds goes back to the queue now."""
+        with self._lock:
+            state = self._workers.get(worker)
+            if state is not None:
+                state.alive = False
+                self._reclaim(list(state.leases), self._clock())
+                self._check_finished(self._clock())

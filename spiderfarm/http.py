@@ -1,0 +1,320 @@
+"""``Request`` and ``Response``: what spiders create and what their callbacks receive.
+
+A ``Request`` crosses processes as a plain tuple (``to_wire`` / ``from_wire``); its
+callback travels as a method *name*. A ``Response`` never leaves the worker that fetched
+it, and parses its body only when a callback first asks for ``.text`` or a selector.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
+
+from parsel import Selector, SelectorList
+from w3lib.encoding import html_body_declared_encoding, html_to_unicode
+
+from .errors import SpiderfarmError
+from .urls import FETCHABLE_SCHEMES, safe_url
+
+if TYPE_CHECKING:
+    from multidict import CIMultiDictProxy
+
+    from .spider import Spider
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InvalidRequest", "Request", "Response", "WireRequest", "current_spider"]
+
+# url, callback, method, headers, body, meta, priority, dont_filter, cb_kwargs, depth, errback
+WireRequest = tuple[
+    str,
+    str | None,
+    str,
+    dict[str, str] | None,
+    bytes | None,
+    dict[str, Any] | None,
+    int,
+    bool,
+    dict[str, Any] | None,
+    int,
+    str | None,
+]
+W_URL, W_CALLBACK, W_METHOD, W_PRIORITY, W_DONT_FILTER, W_DEPTH = 0, 1, 2, 6, 7, 9
+
+#: The spider whose callbacks are running; lets ``Request`` check a callback name at once.
+current_spider: contextvars.ContextVar[Spider | None] = contextvars.ContextVar(
+    "current_spider", default=None
+)
+
+
+class InvalidRequest(SpiderfarmError, ValueError):
+    """A ``Request`` was built with a bad URL, method or callback."""
+
+
+def _callback_name(callback: Any, what: str) -> str | None:
+    if callback is None:
+        return None
+    if isinstance(callback, str):
+        name = callback
+    elif callable(callback) and hasattr(callback, "__self__") and hasattr(callback, "__name__"):
+        name = callback.__name__
+    else:
+        raise InvalidRequest(
+            f"{what} must be a method of the spider (self.parse_item) or its name, "
+            f"got {callback!r}: functions and lambdas cannot travel between processes"
+        )
+    spider = current_spider.get()
+    if spider is not None and not callable(getattr(spider, name, None)):
+        raise InvalidRequest(
+            f"{what} {name!r} is not a method of spider {spider.name!r}; "
+            f"define {type(spider).__name__}.{name}(self, response)"
+        )
+    return name
+
+
+class Request:
+    """One thing to fetch. Mirrors Scrapy's ``Request`` arguments."""
+
+    __slots__ = (
+        "body",
+        "callback",
+        "cb_kwargs",
+        "depth",
+        "dont_filter",
+        "errback",
+        "headers",
+        "meta",
+        "method",
+        "priority",
+        "url",
+    )
+
+    def __init__(
+        self,
+        url: str,
+        callback: Any = None,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str | None = None,
+        meta: dict[str, Any] | None = None,
+        priority: int = 0,
+        dont_filter: bool = False,
+        cb_kwargs: dict[str, Any] | None = None,
+        errback: Any = None,
+    ) -> None:
+        try:
+            self.url = safe_url(url)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        self.callback = _callback_name(callback, "callback")
+        self.errback = _callback_name(errback, "errback")
+        if not isinstance(method, str) or not method.isalpha():
+            raise InvalidRequest(f"invalid HTTP method {method!r} for {self.url}")
+        self.method = method.upper()
+        self.headers = dict(headers) if headers else None
+        self.body = body.encode() if isinstance(body, str) else (body or None)
+        self.meta = meta
+        if not isinstance(priority, int):
+            raise InvalidRequest(f"priority must be an int, got {priority!r} for {self.url}")
+        self.priority = priority
+        self.dont_filter = dont_filter
+        self.cb_kwargs = cb_kwargs
+        self.depth = 0
+
+    def __repr__(self) -> str:
+        return f"<{self.method} {self.url}>"
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with some arguments changed (Scrapy's ``Request.replace``)."""
+        kwargs: dict[str, Any] = {
+            "url": self.url,
+            "callback": self.callback,
+            "method": self.method,
+            "headers": self.headers,
+            "body": self.body,
+            "meta": self.meta,
+            "priority": self.priority,
+            "dont_filter": self.dont_filter,
+            "cb_kwargs": self.cb_kwargs,
+            "errback": self.errback,
+        }
+        kwargs.update(changes)
+        new = Request(**kwargs)
+        new.depth = self.depth
+        return new
+
+    def to_wire(self) -> WireRequest:
+        return (
+            self.url,
+            self.callback,
+            self.method,
+            self.headers,
+            self.body,
+            self.meta or None,
+            self.priority,
+            self.dont_filter,
+            self.cb_kwargs or None,
+            self.depth,
+            self.errback,
+        )
+
+    @classmethod
+    def from_wire(cls, wire: WireRequest) -> Request:
+        # Trusted data from the frontier: skip validation, it ran where the request was made.
+        req = cls.__new__(cls)
+        (
+            req.url,
+            req.callback,
+            req.method,
+            req.headers,
+            req.body,
+            req.meta,
+            req.priority,
+            req.dont_filter,
+            req.cb_kwargs,
+            req.depth,
+            req.errback,
+        ) = wire
+        return req
+
+
+class Response:
+    """A fetched page. Decoding and parsing happen on first use, not on arrival."""
+
+    __slots__ = ("_encoding", "_selector", "_text", "body", "headers", "request", "status", "url")
+
+    def __init__(
+        self,
+        url: str,
+        status: int,
+        headers: CIMultiDictProxy[str] | Mapping[str, str],
+        body: bytes,
+        request: Request,
+    ) -> None:
+        self.url = url
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.request = request
+        self._text: str | None = None
+        self._encoding: str | None = None
+        self._selector: Selector | None = None
+
+    def __repr__(self) -> str:
+        return f"<{self.status} {self.url}>"
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        if self.request.meta is None:
+            self.request.meta = {}
+        return self.request.meta
+
+    @property
+    def cb_kwargs(self) -> dict[str, Any]:
+        return self.request.cb_kwargs or {}
+
+    def _decode(self) -> None:
+        content_type = self.headers.get("Content-Type", "")
+        try:
+            encoding, text = html_to_unicode(content_type, self.body)
+        except LookupError:
+            # A charset Python knows by name but cannot decode with: ask the page itself.
+            declared = html_body_declared_encoding(self.body) or "utf-8"
+            encoding, text = declared, self.body.decode(declared, "replace")
+        # NUL bytes break lxml; nothing legitimate in HTML text needs them.
+        self._text = text.replace("\x00", "\ufffd") if "\x00" in text else text
+        self._encoding = encoding
+
+    @property
+    def text(self) -> str:
+        """The body decoded: HTTP charset, then BOM and ``<meta charset>``, then a guess."""
+        if self._text is None:
+            self._decode()
+        assert self._text is not None
+        return self._text
+
+    @property
+    def encoding(self) -> str:
+        if self._encoding is None:
+            self._decode()
+        assert self._encoding is not None
+        return self._encoding
+
+    @property
+    def selector(self) -> Selector:
+        if self._selector is None:
+            self._selector = Selector(text=self.text, base_url=self.url)
+        return self._selector
+
+    def css(self, query: str) -> SelectorList[Selector]:
+        return self.selector.css(query)
+
+    def xpath(self, query: str, **kwargs: Any) -> SelectorList[Selector]:
+        return self.selector.xpath(query, **kwargs)
+
+    def json(self) -> Any:
+        """The body parsed as JSON; raises ``ValueError`` naming the URL if it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise ValueError(f"response from {self.url} is not JSON: {exc}") from None
+
+    def urljoin(self, url: str) -> str:
+        return urljoin(self.url, url)
+
+    def follow(self, url: str | Selector, callback: Any = None, **kwargs: Any) -> Request:
+        """A ``Request`` for ``url`` (a string, an ``<a>``/``<link>`` selector or an
+        attribute selector), relative to this page."""
+        if isinstance(url, Selector):
+            url = _url_from_selector(url)
+        return Request(self.urljoin(url), callback=callback, **kwargs)
+
+    def follow_all(
+        self,
+        urls: Iterable[str | Selector] | None = None,
+        callback: Any = None,
+        *,
+        css: str | None = None,
+        xpath: str | None = None,
+        **kwargs: Any,
+    ) -> Iterator[Request]:
+        """Requests for many links; ``mailto:``, ``javascript:`` and other non-HTTP links
+        are skipped quietly, as are empty ``href``s."""
+        if sum(x is not None for x in (urls, css, xpath)) != 1:
+            raise ValueError("follow_all takes exactly one of urls, css or xpath")
+        if css is not None:
+            urls = self.css(css)
+        elif xpath is not None:
+            urls = self.xpath(xpath)
+        assert urls is not None
+        callback = _callback_name(callback, "callback")  # a bad callback is the spider's bug
+        base = self.url
+        for link in urls:
+            href = _url_from_selector(link) if isinstance(link, Selector) else link
+            if not href or not (href := href.strip()):
+                continue
+            absolute = urljoin(base, href)
+            if urlsplit(absolute).scheme not in FETCHABLE_SCHEMES:
+                continue
+            try:
+                yield Request(absolute, callback=callback, **kwargs)
+            except InvalidRequest as exc:
+                # One bad link must not cost the page its other links and items.
+                logger.debug("skipping link on %s: %s", base, exc)
+
+
+def _url_from_selector(sel: Selector) -> str:
+    root = sel.root
+    if isinstance(root, str):  # the result of ::attr(href) or /@href
+        return root
+    tag = getattr(root, "tag", None)
+    if tag not in ("a", "link"):
+        raise ValueError(f"only <a> and <link> selectors can be followed, got <{tag}>")
+    href = root.get("href")
+    if href is None:
+        raise ValueError("<a> element has no href attribute")
+    return str(href)

@@ -1,0 +1,141 @@
+"""Settings: one frozen dataclass, merged defaults < spider ``custom_settings`` < ``-s``.
+
+Unknown keys are an error with a did-you-mean; values given as strings (``-s k=v``) are
+converted to the field's type, and every value is range-checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SettingsError
+
+__all__ = ["Settings", "parse_key_values"]
+
+
+def _opt(default: Any, help: str, minimum: float | None = 0) -> Any:
+    return field(default=default, metadata={"help": help, "min": minimum})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # fetching, per worker
+    concurrency: int = _opt(16, "requests in flight per worker process", 1)
+    timeout_s: float = _opt(30.0, "total time allowed for one fetch, body included", 0.001)
+    connect_timeout_s: float = _opt(10.0, "time allowed to open a connection", 0.001)
+    read_timeout_s: float = _opt(15.0, "longest wait for the next body chunk", 0.001)
+    max_body_bytes: int = _opt(32 * 2**20, "largest body kept, after decompression", 1)
+    max_redirects: int = _opt(10, "redirect hops followed (http and https only)")
+    user_agent: str = _opt("spiderfarm/0.1", "User-Agent header sent with every request", None)
+    default_headers: dict[str, str] | None = _opt(
+        None, "extra headers for every request (JSON object with -s)", None
+    )
+    cookies_enabled: bool = _opt(True, "keep cookies per worker session", None)
+    verify_tls: bool = _opt(True, "verify TLS certificates", None)
+    # crawl scope and limits, enforced by the frontier
+    depth_limit: int = _opt(0, "deepest link depth followed; 0 means no limit")
+    max_pages: int = _opt(0, "stop after this many requests are handed out; 0 means no limit")
+    max_items: int = _opt(0, "stop after this many items are written; 0 means no limit")
+    max_seconds: float = _opt(0.0, "stop after this many seconds; 0 means no limit")
+    handle_httpstatus_list: tuple[int, ...] = _opt(
+        (), "non-2xx statuses passed to callbacks instead of failing", None
+    )
+    # politeness, farm-wide
+    per_host_concurrency: int = _opt(8, "requests in flight to one host across all workers", 1)
+    delay_s: float = _opt(0.0, "least time between two requests to one host")
+    # reliability
+    max_retries: int = _opt(2, "retries after the first attempt for network errors and 408/429/5xx")
+    retry_http_codes: tuple[int, ...] = _opt(
+        (408, 429, 500, 502, 503, 504, 522, 524), "statuses that are retried", None
+    )
+    retry_backoff_s: float = _opt(0.5, "first retry delay; doubles each attempt, with jitter")
+    retry_backoff_max_s: float = _opt(60.0, "longest retry delay")
+    lease_timeout_s: float = _opt(120.0, "a leased request not acked by then is handed out again", 1)
+    worker_timeout_s: float = _opt(10.0, "a worker silent this long is dead; its work requeued", 1)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            minimum = f.metadata.get("min")
+            value = getattr(self, f.name)
+            if minimum is not None and value < minimum:
+                raise SettingsError(f"setting {f.name}={value!r} is below its minimum {minimum}")
+
+    @classmethod
+    def merge(cls, *layers: Mapping[str, Any]) -> Settings:
+        """Settings from ``layers``, later ones winning; strings are converted by type."""
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            for key, value in layer.items():
+                merged[key] = _convert(key, value)
+        return cls(**merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(name, default, help) for every setting, for ``--help`` and the README."""
+        return [
+            (f.name, repr(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)
+        ]
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _convert(key: str, value: Any) -> Any:
+    f = _FIELDS.get(key)
+    if f is None:
+        close = difflib.get_close_matches(key, _FIELDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SettingsError(
+            f"unknown setting {key!r}{hint} (see `python -m spiderfarm crawl --help` for the list)"
+        )
+    kind = f.type if isinstance(f.type, str) else str(f.type)
+    if value is None and f.default is None:
+        return None
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError("expected true or false")
+                return lowered in ("1", "true", "yes", "on")
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if kind in ("int", "float"):
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got {value!r}")
+            return int(value) if kind == "int" else float(value)
+        if kind == "str":
+            return str(value)
+        if kind.startswith("tuple"):
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return tuple(int(v) for v in value)
+        if kind.startswith("dict"):
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return {str(k): str(v) for k, v in value.items()}
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"bad value {value!r} for setting {key!r} ({kind}): {exc}") from None
+    raise AssertionError(f"setting {key} has unhandled type {kind}")
+
+
+def parse_key_values(pairs: list[str], what: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; ``what`` names the option in errors."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{what} expects KEY=VALUE, got {pair!r}")
+        result[key.strip()] = value
+    return result

@@ -1,0 +1,332 @@
+"""The worker: lease -> fetch -> callbacks -> ack, under bounded concurrency.
+
+One pump task talks to the server (one ``exchange`` round trip acks finished requests
+and leases new ones); ``concurrency`` slot tasks fetch and run callbacks. A prefetch
+buffer keeps the slots fed while a round trip is in flight. SIGINT/SIGTERM drain: stop
+leasing, hand back what has not started, finish or abandon in-flight work within a
+grace period, ack, say goodbye, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import decimal
+import inspect
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .client import FrontierClient
+from .errors import CloseSpider, FetchError, IgnoreRequest
+from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
+from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
+from .http import Request, Response, current_spider
+from .settings import Settings
+from .spider import Spider, load_spider
+from .urls import Fingerprinter, host_of
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Worker"]
+
+_NO_INFO = (0, 0.0, 0.0)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode_item(item: Any) -> str:
+    """An item as one JSON line. Items are dicts (or mappings, or dataclass instances).
+
+    Raises:
+        TypeError: the item is not a mapping or holds a value JSON cannot represent.
+    """
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        item = dataclasses.asdict(item)
+    elif not isinstance(item, dict):
+        if not isinstance(item, Mapping):
+            raise TypeError(
+                f"callback yielded {type(item).__name__} {item!r:.80}; "
+                "yield dicts (items) or Requests"
+            )
+        item = dict(item)
+    return json.dumps(item, ensure_ascii=False, default=_json_default)
+
+
+class _CallbackResult:
+    __slots__ = ("close_reason", "error", "items", "requests")
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.requests: list[PushEntry] = []
+        self.error = ""
+        self.close_reason = ""
+
+
+class Worker:
+    """Crawls for one server until it says the crawl is finished."""
+
+    def __init__(
+        self,
+        client: FrontierClient,
+        spiders_dir: Path | str = "spiders",
+        concurrency: int | None = None,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.spiders_dir = Path(spiders_dir)
+        self._concurrency_override = concurrency
+        self.grace_s = grace_s
+        self.worker_id = ""
+        self._buffer: asyncio.Queue[Lease | None] = asyncio.Queue()
+        self._outcomes: list[Outcome] = []
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._state = "running"
+        self._fingerprinter = Fingerprinter()
+        self._sent: dict[int, int] = {}  # fingerprint -> least depth already sent
+        self.pages = 0
+
+    # -- set-up --------------------------------------------------------------------
+    async def _join(self) -> None:
+        welcome = await self.client.hello({"host": socket.gethostname(), "pid": os.getpid()})
+        self.worker_id = welcome["worker_id"]
+        overrides = {"concurrency": self._concurrency_override} if self._concurrency_override else {}
+        self.settings = Settings.merge(welcome["settings"], overrides)
+        spider_file = welcome.get("spider_file")
+        if spider_file and Path(spider_file).is_file():
+            spider_cls = load_spider(spider_file)
+        else:
+            spider_cls = load_spider(welcome["spider"], self.spiders_dir)
+        self.spider: Spider = spider_cls(**welcome["spider_args"])
+        self._handle_status = set(self.settings.handle_httpstatus_list) | set(
+            getattr(self.spider, "handle_httpstatus_list", ())
+        )
+        self._retry_codes = frozenset(self.settings.retry_http_codes)
+        c = self.settings.concurrency
+        self._hold = c + max(2, c // 2)  # leases held: the slots plus a prefetch buffer
+        self._flush_at = max(1, c // 4)
+        logger.info("worker %s running spider %r, concurrency %d", self.worker_id,
+                    self.spider.name, c)
+
+    # -- the main loop -------------------------------------------------------------
+    async def run(self) -> int:
+        await self._join()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            async with Fetcher(self.settings) as fetcher:
+                self._fetcher = fetcher
+                slots = [asyncio.create_task(self._slot()) for _ in range(self.settings.concurrency)]
+                try:
+                    await self._pump()
+                finally:
+                    for _ in slots:
+                        self._buffer.put_nowait(None)
+                    for task in slots:
+                        task.cancel()
+                    await asyncio.gather(*slots, return_exceptions=True)
+            await self.client.bye(self.worker_id)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.client.close()
+        logger.info("worker %s done: %d pages", self.worker_id, self.pages)
+        return 0
+
+    def stop(self) -> None:
+        """Begin a clean drain (the SIGINT/SIGTERM handler)."""
+        if not self._stopping:
+            logger.info("worker %s stopping: finishing in-flight requests", self.worker_id)
+            self._stopping = True
+            self._stop_at = time.monotonic() + self.grace_s
+            self._wake.set()
+
+    def _release_buffered(self) -> None:
+        while not self._buffer.empty():
+            lease = self._buffer.get_nowait()
+            if lease is not None:
+                self._outcomes.append((lease[0], "release", "", [], [], _NO_INFO))
+
+    async def _pump(self) -> None:
+        idle_poll = 0.02
+        last_call = 0.0
+        client, worker_id = self.client, self.worker_id
+        while True:
+            ending = self._stopping or self._state in (CLOSING, FINISHED)
+            if ending:
+                self._release_buffered()
+                if self._in_flight == 0 and not self._outcomes and (
+                    self._stopping or self._state == FINISHED
+                ):
+                    return
+                if self._stopping and time.monotonic() > self._stop_at:
+                    logger.warning("grace period over: abandoning %d in-flight requests",
+                                   self._in_flight)
+                    return
+            held = self._buffer.qsize() + self._in_flight
+            want = 0 if ending else self._hold - held
+            now = time.monotonic()
+            due = now - last_call > 1.0  # heartbeat
+            if self._outcomes or want >= self._flush_at or due:
+                outcomes, self._outcomes = self._outcomes, []
+                leases, refused, self._state = await client.exchange(worker_id, outcomes, want)
+                last_call = time.monotonic()
+                if refused:
+                    logger.warning("server refused %d late acks (their leases had expired)",
+                                   len(refused))
+                for lease in leases:
+                    self._buffer.put_nowait(lease)
+                if want and not leases and not outcomes:
+                    idle_poll = min(idle_poll * 2, 0.5)  # nothing to do yet: back off
+                else:
+                    idle_poll = 0.02
+                if self._outcomes or (want and leases):
+                    continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), idle_poll if not ending else 0.05)
+            except TimeoutError:
+                pass
+
+    async def _slot(self) -> None:
+        buffer = self._buffer
+        while True:
+            lease = await buffer.get()
+            if lease is None:
+                return
+            self._in_flight += 1
+            try:
+                outcome = await self._process(lease)
+            except Exception:  # a bug of ours: never lose the lease silently
+                logger.exception("internal error processing %s", lease[2][0])
+                outcome = (lease[0], "fail", "internal_error", [], [], _NO_INFO)
+            finally:
+                self._in_flight -= 1
+            self._outcomes.append(outcome)
+            if len(self._outcomes) >= self._flush_at or buffer.qsize() < self._flush_at:
+                self._wake.set()
+
+    # -- one request ---------------------------------------------------------------
+    async def _process(self, lease: Lease) -> Outcome:
+        lease_id, attempt, wire = lease
+        request = Request.from_wire(wire)
+        started = time.monotonic()
+        try:
+            response = await self._fetcher.fetch(request)
+        except FetchError as exc:
+            latency = time.monotonic() - started
+            retry = exc.reason in RETRYABLE_REASONS
+            logger.debug("fetch failed: %s", exc)
+            return await self._failed(request, lease_id, attempt, exc, retry, (0, latency, 0.0))
+        latency = time.monotonic() - started
+        self.pages += 1
+        status = response.status
+        if not 200 <= status < 300 and status not in self._handle_status:
+            retry = status in self._retry_codes
+            wait = retry_after_s(response.headers.get("Retry-After")) if retry else 0.0
+            error = FetchError(request.url, f"http_{status}")
+            return await self._failed(request, lease_id, attempt, error, retry,
+                                      (status, latency, wait))
+        result = await self._run_callback(request, response, request.callback or "parse")
+        kind = "close" if result.close_reason else "ok"
+        reason = result.close_reason or result.error
+        return (lease_id, kind, reason, result.requests, result.items, (status, latency, 0.0))
+
+    async def _failed(
+        self,
+        request: Request,
+        lease_id: int,
+        attempt: int,
+        exc: FetchError,
+        retry: bool,
+        info: tuple[int, float, float],
+    ) -> Outcome:
+        final = not retry or attempt >= self.settings.max_retries
+        if final and request.errback:
+            # The errback sees the final failure only; its output is acked with it.
+            result = await self._run_callback(request, exc, request.errback)
+            return (lease_id, "fail", exc.reason, result.requests, result.items, info)
+        return (lease_id, "retry" if retry else "fail", exc.reason, [], [], info)
+
+    async def _run_callback(
+        self, request: Request, arg: Response | FetchError, name: str
+    ) -> _CallbackResult:
+        result = _CallbackResult()
+        token = current_spider.set(self.spider)
+        try:
+            callback = getattr(self.spider, name)
+            output = callback(arg, **(request.cb_kwargs or {}))
+            if inspect.isasyncgen(output):
+                async for value in output:
+                    self._collect(value, request, result)
+            else:
+                if inspect.isawaitable(output):
+                    output = await output
+                if isinstance(output, dict | Request) or output is None:
+                    self._collect(output, request, result)
+                else:
+                    for value in output:
+                        self._collect(value, request, result)
+        except CloseSpider as exc:
+            result.close_reason = exc.reason or "close_spider"
+        except IgnoreRequest:
+            pass
+        except Exception:
+            logger.exception("spider %s: callback %s failed on %s", self.spider.name, name,
+                             request.url)
+            result.error = "callback_error"
+        finally:
+            current_spider.reset(token)
+        return result
+
+    def _collect(self, value: Any, parent: Request, result: _CallbackResult) -> None:
+        if value is None:
+            return
+        if isinstance(value, Request):
+            depth = parent.depth + 1
+            value.depth = depth
+            fp = self._fingerprinter.fingerprint(value.url, value.method, value.body)
+            if not value.dont_filter:
+                # Drop repeats before they cross the wire; the server dedups for the farm.
+                sent = self._sent.get(fp)
+                if sent is not None and sent <= depth:
+                    return
+                if len(self._sent) > 1_000_000:
+                    self._sent.clear()
+                self._sent[fp] = depth
+            result.requests.append((fp, host_of(value.url), value.to_wire()))
+            return
+        try:
+            result.items.append(encode_item(value))
+        except (TypeError, ValueError) as exc:
+            logger.error("spider %s: dropping an item from %s: %s", self.spider.name,
+                         parent.url, exc)
+            result.error = "bad_item"
+
+
+if __name__ == "__main__":
+    from .cli import worker_main
+
+    raise SystemExit(worker_main())

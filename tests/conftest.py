@@ -1,0 +1,68 @@
+"""Shared fixtures: the repo paths, the in-process test site, the static quotes site."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sites import (
+    SiteServer,
+    make_test_app,
+    run_subprocess_site,
+    stop_subprocess,
+    subprocess_environ,
+)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout holding ``spiderfarm/`` and ``tests/``."""
+    return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_dir(repo_root: Path) -> Path:
+    """The ``shared/`` directory beside the checkout (test sites, ground truth)."""
+    return repo_root.parent / "shared"
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """``os.environ`` copy in which a child imports ``spiderfarm`` and ``tests.sites``
+    from this checkout and writes unbuffered output."""
+    return subprocess_environ()
+
+
+@pytest.fixture
+async def test_site() -> AsyncIterator[SiteServer]:
+    """A fresh ``make_test_app()`` on ``127.0.0.1:0``; read hits from ``test_site.app``."""
+    async with SiteServer(make_test_app()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def quotes_site(shared_dir: Path) -> Iterator[str]:
+    """Base URL (``http://127.0.0.1:PORT/``) of ``python -m http.server`` serving the
+    static quotes site from ``shared/sites/quotes``."""
+    root = shared_dir / "sites" / "quotes"
+    if not (root / "index.html").is_file():
+        pytest.fail(f"the quotes test site is missing: expected {root / 'index.html'}")
+    argv = [
+        sys.executable,
+        "-u",
+        "-m",
+        "http.server",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(root),
+    ]
+    proc, base_url = run_subprocess_site(argv)
+    try:
+        yield base_url
+    finally:
+        stop_subprocess(proc)
