@@ -56,11 +56,25 @@ def _settings_help() -> str:
 def _add_spider_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("spider", help="a spider name found in --spiders-dir, or a path to a .py file")
     p.add_argument("-o", "--output", help="feed file: .jsonl, .json or .csv")
-    p.add_argument("-a", dest="spider_args", action="append", default=[], metavar="NAME=VALUE",
-                   help="spider argument, set as an attribute of the spider")
-    p.add_argument("-s", dest="settings", action="append", default=[], metavar="NAME=VALUE",
-                   help="setting (see the list below)")
-    p.add_argument("--spiders-dir", default="spiders", help="where spiders live (default: %(default)s)")
+    p.add_argument(
+        "-a",
+        dest="spider_args",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="spider argument, set as an attribute of the spider",
+    )
+    p.add_argument(
+        "-s",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="setting (see the list below)",
+    )
+    p.add_argument(
+        "--spiders-dir", default="spiders", help="where spiders live (default: %(default)s)"
+    )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
 
 
@@ -91,9 +105,11 @@ class _Progress:
         rate = (pages - self._last[1]) / max(now - self._last[0], 1e-6)
         self._last = (now, pages)
         errors = sum(v for k, v in stats.items() if k.startswith(("failed/", "errors/")))
-        line = (f"\r{pages} pages ({rate:.0f}/s)  queued {st['queued']}  in flight "
-                f"{st['in_flight']}  items {stats.get('items', 0)}  errors {errors}  "
-                f"workers {st['workers']}")
+        line = (
+            f"\r{pages} pages ({rate:.0f}/s)  queued {st['queued']}  in flight "
+            f"{st['in_flight']}  items {stats.get('items', 0)}  errors {errors}  "
+            f"workers {st['workers']}"
+        )
         sys.stderr.write(line.ljust(100)[:140])
         sys.stderr.flush()
 
@@ -126,11 +142,21 @@ def summary_lines(status: dict[str, Any], output: str | None) -> list[str]:
 
 
 # -- crawl -----------------------------------------------------------------------------
-def _spawn_workers(n: int, address: tuple[str, int], authkey: bytes, spiders_dir: str,
-                   log_level: str) -> list[subprocess.Popen[bytes]]:
+def _spawn_workers(
+    n: int, address: tuple[str, int], authkey: bytes, spiders_dir: str, log_level: str
+) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, AUTHKEY_ENV: authkey.hex()}
-    argv = [sys.executable, "-m", "spiderfarm.worker", "--connect", f"{address[0]}:{address[1]}",
-            "--spiders-dir", spiders_dir, "--log-level", log_level]
+    argv = [
+        sys.executable,
+        "-m",
+        "spiderfarm.worker",
+        "--connect",
+        f"{address[0]}:{address[1]}",
+        "--spiders-dir",
+        spiders_dir,
+        "--log-level",
+        log_level,
+    ]
     return [subprocess.Popen(argv, env=env) for _ in range(n)]
 
 
@@ -157,6 +183,7 @@ def run_crawl(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+
         def tick() -> None:
             progress()
             if all(p.poll() is not None for p in workers):
@@ -200,7 +227,8 @@ def run_demo(args: argparse.Namespace) -> int:
     spiders_dir = _default_spiders_dir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "spiderfarm.demosite", "--port", "0", "--pages", str(args.pages)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # "serving http://127.0.0.1:PORT/ (N pages)"
@@ -212,9 +240,14 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         print(f"demo site: {base_url} ({args.pages} product pages, served locally)", flush=True)
         crawl_args = argparse.Namespace(
-            spider="catalogue", output=args.output, spider_args=[f"start_url={base_url}"],
-            settings=args.settings, spiders_dir=str(spiders_dir), log_level=args.log_level,
-            workers=args.workers, quiet=False,
+            spider="catalogue",
+            output=args.output,
+            spider_args=[f"start_url={base_url}"],
+            settings=args.settings,
+            spiders_dir=str(spiders_dir),
+            log_level=args.log_level,
+            workers=args.workers,
+            quiet=False,
         )
         return run_crawl(crawl_args)
     finally:
@@ -252,7 +285,8 @@ def _require_authkey(path: str | None) -> bytes:
     key = load_authkey(path, os.environ.get(AUTHKEY_ENV))
     if key is None:
         raise SpiderfarmError(
-            f"no authkey: pass --authkey-file FILE (the file the server printed) or set {AUTHKEY_ENV}"
+            "no authkey: pass --authkey-file FILE (the file the server printed) "
+            f"or set {AUTHKEY_ENV}"
         )
     return key
 
@@ -260,21 +294,38 @@ def _require_authkey(path: str | None) -> bytes:
 # -- entry points ------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m spiderfarm", description=(
-        "spiderfarm: a distributed web-scraping framework"))
+    parser = argparse.ArgumentParser(
+        prog="python -m spiderfarm",
+        description=("spiderfarm: a distributed web-scraping framework"),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    crawl = sub.add_parser("crawl", help="run a spider on this machine with N worker processes",
-                           epilog=_settings_help(), formatter_class=fmt)
+    crawl = sub.add_parser(
+        "crawl",
+        help="run a spider on this machine with N worker processes",
+        epilog=_settings_help(),
+        formatter_class=fmt,
+    )
     _add_spider_options(crawl)
-    crawl.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                       help="worker processes (default: CPU count, %(default)s)")
+    crawl.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: CPU count, %(default)s)",
+    )
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-    demo = sub.add_parser("demo", help="crawl a bundled local demo site and print the summary",
-                          epilog=_settings_help(), formatter_class=fmt)
-    demo.add_argument("--pages", type=int, default=3000, help="demo site size (default %(default)s)")
+    demo = sub.add_parser(
+        "demo",
+        help="crawl a bundled local demo site and print the summary",
+        epilog=_settings_help(),
+        formatter_class=fmt,
+    )
+    demo.add_argument(
+        "--pages", type=int, default=3000, help="demo site size (default %(default)s)"
+    )
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    demo.add_argument("-o", "--output", default="demo-items.jsonl",
-                      help="feed file (default %(default)s)")
+    demo.add_argument(
+        "-o", "--output", default="demo-items.jsonl", help="feed file (default %(default)s)"
+    )
     demo.add_argument("-s", dest="settings", action="append", default=[], metavar="NAME=VALUE")
     demo.add_argument("--log-level", default="WARNING")
     status = sub.add_parser("status", help="print a running server's state as JSON")
@@ -301,12 +352,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def server_main(argv: Sequence[str] | None = None) -> int:
     """``python -m spiderfarm.server``: the frontier alone, for workers on other machines."""
     parser = argparse.ArgumentParser(
-        prog="python -m spiderfarm.server", epilog=_settings_help(),
+        prog="python -m spiderfarm.server",
+        epilog=_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Serve a crawl's frontier to workers that connect over TCP.")
+        description="Serve a crawl's frontier to workers that connect over TCP.",
+    )
     _add_spider_options(parser)
-    parser.add_argument("--bind", default="127.0.0.1:5000", metavar="HOST:PORT",
-                        help="address to listen on (default %(default)s; port 0 picks one)")
+    parser.add_argument(
+        "--bind",
+        default="127.0.0.1:5000",
+        metavar="HOST:PORT",
+        help="address to listen on (default %(default)s; port 0 picks one)",
+    )
     parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
     args = parser.parse_args(argv)
     _setup_logging(args.log_level if args.log_level != "WARNING" else "INFO")
@@ -314,8 +371,10 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         key = load_authkey(args.authkey_file, os.environ.get(AUTHKEY_ENV))
         if key is None:
             key, path = write_new_authkey()
-            print(f"authkey written to {path} (mode 0600): give it to workers with "
-                  f"--authkey-file", flush=True)
+            print(
+                f"authkey written to {path} (mode 0600): give it to workers with --authkey-file",
+                flush=True,
+            )
         server = FarmServer(_server_config(args, parse_address(args.bind), key))
         server.seed()
         host, port = server.listen()
@@ -352,14 +411,19 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     from .client import FrontierClient
     from .worker import Worker
 
-    parser = argparse.ArgumentParser(prog="python -m spiderfarm.worker",
-                                     description="Crawl for a spiderfarm server.")
+    parser = argparse.ArgumentParser(
+        prog="python -m spiderfarm.worker", description="Crawl for a spiderfarm server."
+    )
     parser.add_argument("--connect", required=True, metavar="HOST:PORT")
     parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
     parser.add_argument("--concurrency", type=int, help="requests in flight (default: setting)")
     parser.add_argument("--spiders-dir", default="spiders")
-    parser.add_argument("--give-up-s", type=float, default=30.0,
-                        help="how long to keep retrying an unreachable server (default %(default)s)")
+    parser.add_argument(
+        "--give-up-s",
+        type=float,
+        default=30.0,
+        help="how long to keep retrying an unreachable server (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)

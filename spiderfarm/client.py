@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
-from multiprocessing.managers import RemoteError, dispatch
+from multiprocessing.managers import RemoteError
 from typing import Any, cast
 
 from .errors import ConnectError
@@ -78,12 +78,12 @@ class FrontierClient:
         # ``accept_connection`` turns a second connection into a method-call channel.
         conn = self._open()
         try:
-            ident, _exposed = dispatch(conn, None, "create", (SERVICE,))
+            ident, _exposed = _dispatch(conn, "create", (SERVICE,))
         finally:
             conn.close()
         conn = self._open()
         try:
-            dispatch(conn, None, "accept_connection", ("worker",))
+            _dispatch(conn, "accept_connection", ("worker",))
         except BaseException:
             conn.close()
             raise
@@ -141,7 +141,9 @@ class FrontierClient:
                     ) from None
                 logger.info(
                     "server at %s unreachable (%s); retrying in %.2fs",
-                    self.where, _describe(exc), delay,
+                    self.where,
+                    _describe(exc),
+                    delay,
                 )
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, 2.0)
@@ -167,6 +169,15 @@ class FrontierClient:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._drop_blocking)
         self._executor.shutdown(wait=False)
+
+
+def _dispatch(conn: Connection, method: str, args: tuple[Any, ...]) -> Any:
+    """One call to the manager itself (not to a shared object)."""
+    conn.send((None, method, args, {}))
+    kind, result = conn.recv()
+    if kind == "#RETURN":
+        return result
+    raise RemoteError(f"server refused {method}: {result}")
 
 
 def _describe(exc: BaseException) -> str:

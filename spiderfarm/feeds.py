@@ -80,18 +80,25 @@ class _CsvFeed(_JsonLinesFeed):
                 if not self.extra_keys:
                     logger.warning(
                         "CSV feed %s: columns come from the first item; dropping fields %s",
-                        self.path, sorted(extra),
+                        self.path,
+                        sorted(extra),
                     )
                 self.extra_keys += 1
             self._writer.writerow(
-                {k: v if isinstance(v, str | int | float) or v is None else json.dumps(v)
-                 for k, v in item.items()}
+                {
+                    k: v if isinstance(v, str | int | float) or v is None else json.dumps(v)
+                    for k, v in item.items()
+                }
             )
         self.count += len(lines)
 
 
-FEED_FORMATS = {".jsonl": _JsonLinesFeed, ".jl": _JsonLinesFeed, ".json": _JsonArrayFeed,
-                ".csv": _CsvFeed}
+FEED_FORMATS = {
+    ".jsonl": _JsonLinesFeed,
+    ".jl": _JsonLinesFeed,
+    ".json": _JsonArrayFeed,
+    ".csv": _CsvFeed,
+}
 
 
 def open_feed(path: str | os.PathLike[str], append: bool = False) -> FeedSink:

@@ -23,8 +23,15 @@ __all__ = ["RETRYABLE_REASONS", "Fetcher", "retry_after_s"]
 
 #: Network failures worth another attempt (HTTP statuses are decided by settings).
 RETRYABLE_REASONS = frozenset(
-    {"timeout", "refused", "connect_error", "dns_error", "disconnected", "truncated",
-     "network_error"}
+    {
+        "timeout",
+        "refused",
+        "connect_error",
+        "dns_error",
+        "disconnected",
+        "truncated",
+        "network_error",
+    }
 )
 
 
@@ -57,7 +64,7 @@ class Fetcher:
             limit=s.concurrency,
             limit_per_host=0,
             ttl_dns_cache=300,
-            ssl=None if s.verify_tls else False,
+            ssl=s.verify_tls,
         )
         jar: aiohttp.abc.AbstractCookieJar = (
             aiohttp.CookieJar(unsafe=True) if s.cookies_enabled else aiohttp.DummyCookieJar()
@@ -120,7 +127,9 @@ class Fetcher:
         except aiohttp.ClientConnectorDNSError as e:
             raise FetchError(url, "dns_error", str(e.os_error)) from None
         except aiohttp.ClientConnectorError as e:
-            reason = "refused" if isinstance(e.os_error, ConnectionRefusedError) else "connect_error"
+            reason = (
+                "refused" if isinstance(e.os_error, ConnectionRefusedError) else "connect_error"
+            )
             raise FetchError(url, reason, str(e.os_error)) from None
         except aiohttp.ServerDisconnectedError:
             raise FetchError(url, "disconnected") from None

@@ -72,6 +72,9 @@ class _Host:
             self.prios.pop()
         return entry
 
+    def peek_attempt(self) -> int:
+        return self.buckets[self.prios[-1]][0][1]
+
     def __bool__(self) -> bool:
         return bool(self.prios)
 
@@ -181,6 +184,7 @@ class Frontier:
             state.last_seen, state.alive = now, True
             refused = [o[0] for o in outcomes if not self._apply(worker, state, o, now)]
             self._reap(now)
+            self._check_deadline(now)
             leases = self._lease(worker, state, want, now) if want > 0 else []
             self._check_finished(now)
             return leases, refused, self.state
@@ -191,21 +195,28 @@ class Frontier:
         self._promote_delayed(now)
         waiting, ready, hosts = self._waiting, self._ready, self._hosts
         while waiting and waiting[0][0] <= now:
-            ready.append(heapq.heappop(waiting)[1])
-        cap, delay = self.settings.per_host_concurrency, self.settings.delay_s
+            key = heapq.heappop(waiting)[1]
+            if hosts[key].next_at > now:  # an ack pushed this host back meanwhile
+                heapq.heappush(waiting, (hosts[key].next_at, key))
+            else:
+                ready.append(key)
+        delay = self.settings.delay_s
         max_pages = self.settings.max_pages
         deadline = now + self.settings.lease_timeout_s
         leases: list[Lease] = []
         while ready and len(leases) < want:
             key = ready.popleft()
             host = hosts[key]
+            if host.next_at > now:  # an ack pushed this host back after it became ready
+                heapq.heappush(waiting, (host.next_at, key))
+                continue
+            if max_pages and host.peek_attempt() == 0 and self._handed_out >= max_pages:
+                self._close("max_pages")
+                break
             host.scheduled = False
             wire, attempt = host.take()
             self._queued -= 1
             if attempt == 0:
-                if max_pages and self._handed_out >= max_pages:
-                    self._close("max_pages")
-                    break
                 self._handed_out += 1
             lease_id = self._next_lease
             self._next_lease += 1
@@ -246,6 +257,8 @@ class Frontier:
             host.next_at = max(host.next_at, now + delay)
         stats = self.stats
         if kind == "release":
+            if attempt == 0:
+                self._handed_out -= 1  # handed back unstarted: not a page against max_pages
             self._requeue(key, wire, attempt, now, 0.0)
         elif kind == "retry" and attempt < self.settings.max_retries:
             stats[f"retries/{reason}"] += 1
@@ -256,6 +269,11 @@ class Frontier:
             if kind == "retry":
                 self.dead_letters.append((wire[W_URL], reason, attempt + 1))
                 stats["dead_letters"] += 1
+            # An errback's output travels with the final failure.
+            if new_requests:
+                self._push(new_requests)
+            if items:
+                self._accept_items(items)
         else:
             host.pages += 1
             stats["pages"] += 1
@@ -313,7 +331,9 @@ class Frontier:
                 if worker.leases:
                     logger.warning(
                         "worker %s silent for %.1fs: requeueing its %d leased requests",
-                        name, now - worker.last_seen, len(worker.leases),
+                        name,
+                        now - worker.last_seen,
+                        len(worker.leases),
                     )
                     self.stats["workers/dead"] += 1
                     self._reclaim(list(worker.leases), now)
@@ -368,15 +388,15 @@ class Frontier:
             self._close(reason)
             self._check_finished(self._clock())
 
+    def _check_deadline(self, now: float) -> None:
+        limit = self.settings.max_seconds
+        if limit and self.state == RUNNING and now - self.started_at >= limit:
+            self._close("max_seconds")
+
     def _check_finished(self, now: float) -> None:
         if self.state == FINISHED:
             return
-        if (
-            self.state == RUNNING
-            and self.settings.max_seconds
-            and now - self.started_at >= self.settings.max_seconds
-        ):
-            self._close("max_seconds")
+        self._check_deadline(now)
         if self._leases:
             return
         if self.state == CLOSING or self._queued == 0:

@@ -11,7 +11,7 @@ import contextvars
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urljoin, urlsplit
 
 from parsel import Selector, SelectorList
@@ -43,7 +43,11 @@ WireRequest = tuple[
     int,
     str | None,
 ]
-W_URL, W_CALLBACK, W_METHOD, W_PRIORITY, W_DONT_FILTER, W_DEPTH = 0, 1, 2, 6, 7, 9
+# Final ints let the type checker see which field of the tuple each index reads.
+W_URL: Final = 0
+W_PRIORITY: Final = 6
+W_DONT_FILTER: Final = 7
+W_DEPTH: Final = 9
 
 #: The spider whose callbacks are running; lets ``Request`` check a callback name at once.
 current_spider: contextvars.ContextVar[Spider | None] = contextvars.ContextVar(

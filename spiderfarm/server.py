@@ -14,9 +14,10 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from multiprocessing.managers import BaseManager, Server
+from multiprocessing.connection import Listener
+from multiprocessing.managers import Server
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import SettingsError, SpiderfarmError
 from .feeds import FeedSink, NullFeed, open_feed
@@ -92,6 +93,23 @@ class ServerConfig:
     output: str | None = None
     bind: tuple[str, int] = ("127.0.0.1", 0)
     authkey: bytes = b""
+
+
+class _ManagerServer(Server):
+    """The stock manager server, minus what workers must not reach.
+
+    Workers need only ``create`` (to name the service) and ``accept_connection`` (to call
+    it); ``shutdown``, ``debug_info`` and reference counting stay closed to them.
+    """
+
+    public = ["create", "accept_connection"]  # noqa: RUF012 - overrides Server.public
+    listener: Listener
+
+    def __init__(
+        self, registry: dict[str, Any], address: tuple[str, int], authkey: bytes, serializer: str
+    ) -> None:
+        super().__init__(registry, address, authkey, serializer)
+        self.stop_event = threading.Event()  # serve_client() polls it
 
 
 class FrontierService:
@@ -174,7 +192,7 @@ class FarmServer:
                 "settings": self.settings.to_dict(),
             },
         )
-        self._server: Server | None = None
+        self._server: _ManagerServer | None = None
         self.address: tuple[str, int] = config.bind
 
     def seed(self) -> int:
@@ -190,14 +208,11 @@ class FarmServer:
     def listen(self) -> tuple[str, int]:
         """Start accepting workers; returns the bound address (the real port for port 0)."""
         service = self.service
-        manager_cls = type("FarmManager", (BaseManager,), {})
-        manager_cls.register(SERVICE, callable=lambda: service, exposed=EXPOSED)
-        manager = manager_cls(address=self.config.bind, authkey=self.config.authkey)
-        server = manager.get_server()
-        server.stop_event = threading.Event()  # serve_client() polls it
+        registry = {SERVICE: (lambda: service, EXPOSED, None, None)}
+        server = _ManagerServer(registry, self.config.bind, self.config.authkey, "pickle")
         self._server = server
-        host, port = server.address
-        self.address = (str(host), int(port))
+        host, port = cast(tuple[str, int], server.address)
+        self.address = (host, port)
         threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()
         return self.address
 

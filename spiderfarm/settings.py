@@ -55,7 +55,9 @@ class Settings:
     )
     retry_backoff_s: float = _opt(0.5, "first retry delay; doubles each attempt, with jitter")
     retry_backoff_max_s: float = _opt(60.0, "longest retry delay")
-    lease_timeout_s: float = _opt(120.0, "a leased request not acked by then is handed out again", 1)
+    lease_timeout_s: float = _opt(
+        120.0, "a leased request not acked by then is handed out again", 1
+    )
     worker_timeout_s: float = _opt(10.0, "a worker silent this long is dead; its work requeued", 1)
 
     def __post_init__(self) -> None:
@@ -80,9 +82,7 @@ class Settings:
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(name, default, help) for every setting, for ``--help`` and the README."""
-        return [
-            (f.name, repr(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)
-        ]
+        return [(f.name, repr(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)]
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

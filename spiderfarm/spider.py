@@ -49,8 +49,7 @@ class Spider:
 
     def parse(self, response: Response) -> Any:
         raise NotImplementedError(
-            f"spider {self.name!r} has no parse() method; define it or give each Request a "
-            "callback"
+            f"spider {self.name!r} has no parse() method; define it or give each Request a callback"
         )
 
     def __repr__(self) -> str:

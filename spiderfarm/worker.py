@@ -10,6 +10,7 @@ grace period, ack, say goodbye, exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -111,7 +112,9 @@ class Worker:
     async def _join(self) -> None:
         welcome = await self.client.hello({"host": socket.gethostname(), "pid": os.getpid()})
         self.worker_id = welcome["worker_id"]
-        overrides = {"concurrency": self._concurrency_override} if self._concurrency_override else {}
+        overrides = (
+            {"concurrency": self._concurrency_override} if self._concurrency_override else {}
+        )
         self.settings = Settings.merge(welcome["settings"], overrides)
         spider_file = welcome.get("spider_file")
         if spider_file and Path(spider_file).is_file():
@@ -126,8 +129,9 @@ class Worker:
         c = self.settings.concurrency
         self._hold = c + max(2, c // 2)  # leases held: the slots plus a prefetch buffer
         self._flush_at = max(1, c // 4)
-        logger.info("worker %s running spider %r, concurrency %d", self.worker_id,
-                    self.spider.name, c)
+        logger.info(
+            "worker %s running spider %r, concurrency %d", self.worker_id, self.spider.name, c
+        )
 
     # -- the main loop -------------------------------------------------------------
     async def run(self) -> int:
@@ -138,7 +142,9 @@ class Worker:
         try:
             async with Fetcher(self.settings) as fetcher:
                 self._fetcher = fetcher
-                slots = [asyncio.create_task(self._slot()) for _ in range(self.settings.concurrency)]
+                slots = [
+                    asyncio.create_task(self._slot()) for _ in range(self.settings.concurrency)
+                ]
                 try:
                     await self._pump()
                 finally:
@@ -177,13 +183,16 @@ class Worker:
             ending = self._stopping or self._state in (CLOSING, FINISHED)
             if ending:
                 self._release_buffered()
-                if self._in_flight == 0 and not self._outcomes and (
-                    self._stopping or self._state == FINISHED
+                if (
+                    self._in_flight == 0
+                    and not self._outcomes
+                    and (self._stopping or self._state == FINISHED)
                 ):
                     return
                 if self._stopping and time.monotonic() > self._stop_at:
-                    logger.warning("grace period over: abandoning %d in-flight requests",
-                                   self._in_flight)
+                    logger.warning(
+                        "grace period over: abandoning %d in-flight requests", self._in_flight
+                    )
                     return
             held = self._buffer.qsize() + self._in_flight
             want = 0 if ending else self._hold - held
@@ -194,8 +203,9 @@ class Worker:
                 leases, refused, self._state = await client.exchange(worker_id, outcomes, want)
                 last_call = time.monotonic()
                 if refused:
-                    logger.warning("server refused %d late acks (their leases had expired)",
-                                   len(refused))
+                    logger.warning(
+                        "server refused %d late acks (their leases had expired)", len(refused)
+                    )
                 for lease in leases:
                     self._buffer.put_nowait(lease)
                 if want and not leases and not outcomes:
@@ -205,10 +215,8 @@ class Worker:
                 if self._outcomes or (want and leases):
                     continue
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), idle_poll if not ending else 0.05)
-            except TimeoutError:
-                pass
 
     async def _slot(self) -> None:
         buffer = self._buffer
@@ -247,8 +255,9 @@ class Worker:
             retry = status in self._retry_codes
             wait = retry_after_s(response.headers.get("Retry-After")) if retry else 0.0
             error = FetchError(request.url, f"http_{status}")
-            return await self._failed(request, lease_id, attempt, error, retry,
-                                      (status, latency, wait))
+            return await self._failed(
+                request, lease_id, attempt, error, retry, (status, latency, wait)
+            )
         result = await self._run_callback(request, response, request.callback or "parse")
         kind = "close" if result.close_reason else "ok"
         reason = result.close_reason or result.error
@@ -294,8 +303,9 @@ class Worker:
         except IgnoreRequest:
             pass
         except Exception:
-            logger.exception("spider %s: callback %s failed on %s", self.spider.name, name,
-                             request.url)
+            logger.exception(
+                "spider %s: callback %s failed on %s", self.spider.name, name, request.url
+            )
             result.error = "callback_error"
         finally:
             current_spider.reset(token)
@@ -321,8 +331,9 @@ class Worker:
         try:
             result.items.append(encode_item(value))
         except (TypeError, ValueError) as exc:
-            logger.error("spider %s: dropping an item from %s: %s", self.spider.name,
-                         parent.url, exc)
+            logger.error(
+                "spider %s: dropping an item from %s: %s", self.spider.name, parent.url, exc
+            )
             result.error = "bad_item"
 
 

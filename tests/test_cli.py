@@ -1,0 +1,217 @@
+"""The command line as a user meets it: clear errors, help, spider arguments, failures
+counted by reason. Every test runs the real processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.farm import (
+    ServerProcess,
+    environ_with_key,
+    read_items,
+    run_cli,
+    start_worker,
+    wait_all,
+    write_key,
+)
+from tests.sites import run_subprocess_site, stop_subprocess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[str]:
+    """``tests/sites.py`` in its own process (the farm's workers are processes too)."""
+    proc, base = run_subprocess_site([sys.executable, "-m", "tests.sites", "--port", "0"])
+    try:
+        yield base
+    finally:
+        stop_subprocess(proc)
+
+
+def write_spider(directory: Path, source: str, name: str = "myspider.py") -> Path:
+    spiders = directory / "spiders"
+    spiders.mkdir(exist_ok=True)
+    path = spiders / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def test_unknown_spider_name_lists_the_known_ones(tmp_path: Path) -> None:
+    result = run_cli(["crawl", "nope", "--workers", "1"])
+    assert result.returncode == 2
+    assert "no spider named 'nope' in 'spiders'" in result.stderr
+    assert "catalogue, links, quotes" in result.stderr
+
+
+def test_spider_file_with_syntax_error(tmp_path: Path) -> None:
+    source = "from spiderfarm import Spider\nclass S(Spider)\n    name = 'x'\n"
+    path = write_spider(tmp_path, source)
+    result = run_cli(["crawl", str(path), "--workers", "1"])
+    assert result.returncode == 2
+    assert f"spider file {path}, line 2:" in result.stderr
+    assert "fix the syntax error" in result.stderr
+
+
+def test_invalid_start_url_is_named(tmp_path: Path) -> None:
+    path = write_spider(
+        tmp_path,
+        """
+        from spiderfarm import Spider
+        class Bad(Spider):
+            name = "bad"
+            start_urls = ["http://127.0.0.1:1/ok", "htp//broken"]
+        """,
+    )
+    result = run_cli(["crawl", str(path), "--workers", "1"])
+    assert result.returncode == 2
+    assert "bad start request" in result.stderr
+    assert "'htp//broken'" in result.stderr
+    assert "missing scheme" in result.stderr
+
+
+def test_unwritable_output_path(tmp_path: Path, site: str) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "items.jsonl"  # a path under a regular file can never be created
+    result = run_cli(["crawl", "links", "-a", f"start_url={site}", "-o", str(out)])
+    assert result.returncode == 2
+    assert f"cannot write the feed '{out}'" in result.stderr
+
+
+def test_unknown_feed_extension(site: str, tmp_path: Path) -> None:
+    result = run_cli(["crawl", "links", "-a", f"start_url={site}", "-o", str(tmp_path / "x.xml")])
+    assert result.returncode == 2
+    assert "cannot tell the feed format" in result.stderr
+
+
+def test_unknown_setting_suggests_the_right_one(site: str) -> None:
+    result = run_cli(["crawl", "links", "-a", f"start_url={site}", "-s", "concurency=4"])
+    assert result.returncode == 2
+    assert "unknown setting 'concurency'; did you mean 'concurrency'?" in result.stderr
+
+
+def test_spider_argument_may_not_replace_a_method(site: str) -> None:
+    result = run_cli(["crawl", "links", "-a", f"start_url={site}", "-a", "parse=1"])
+    assert result.returncode == 2
+    assert "spider argument 'parse' cannot be set" in result.stderr
+
+
+def test_help_lists_every_setting() -> None:
+    result = run_cli(["crawl", "--help"])
+    assert result.returncode == 0
+    for name in ("concurrency", "per_host_concurrency", "max_body_bytes", "depth_limit"):
+        assert f"  {name} " in result.stdout
+
+
+def test_worker_with_wrong_authkey_exits_with_a_clear_message(
+    tmp_path: Path, site: str
+) -> None:
+    key = write_key(tmp_path)
+    server = ServerProcess(["links", "-a", f"start_url={site}"], key, tmp_path)
+    try:
+        wrong = tmp_path / "wrong.key"
+        wrong.write_text("ab" * 32)
+        worker = start_worker(server.address, wrong)
+        _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 2
+        assert f"the server at {server.address} refused our authkey" in err
+        # The server shrugs off the bad peer and still serves a good worker.
+        good = start_worker(server.address, key)
+        assert wait_all([good], 60) == [0]
+        assert server.wait(30) == 0
+    finally:
+        server.stop()
+
+
+def test_worker_gives_up_on_an_unreachable_server(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    key = write_key(tmp_path)
+    started = time.monotonic()
+    worker = start_worker(f"127.0.0.1:{port}", key, "--give-up-s", "2")
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 2
+    assert f"cannot reach the spiderfarm server at 127.0.0.1:{port} after 2s" in err
+    assert time.monotonic() - started >= 2  # it did retry for the whole give-up time
+
+
+def test_failures_are_counted_by_reason_and_the_crawl_goes_on(tmp_path: Path, site: str) -> None:
+    path = write_spider(
+        tmp_path,
+        """
+        from spiderfarm import Spider, Request
+
+        class Mixed(Spider):
+            name = "mixed"
+            custom_settings = {"max_retries": 0}
+
+            def start_requests(self):
+                base = self.base
+                yield Request(base + "page/good", callback=self.parse)
+                yield Request(base + "page/boom", callback=self.explode)
+                yield Request(base + "status/404", callback=self.parse)
+                yield Request(base + "status/500", callback=self.parse)
+                yield Request(base + "json", callback=self.parse_json)
+                yield Request(base + "page/async", callback=self.parse_async)
+
+            def parse(self, response):
+                yield {"title": response.css("h1::text").get()}
+
+            def explode(self, response):
+                yield {"title": "before the error"}
+                raise RuntimeError("spider bug on purpose")
+
+            async def parse_json(self, response):
+                return {"json": response.json()["items"]}
+
+            async def parse_async(self, response):
+                yield {"title": response.css("h1::text").get()}
+        """,
+    )
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        ["crawl", str(path), "-a", f"base={site}", "--workers", "1", "-o", str(out),
+         "--log-level", "ERROR"]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    items = sorted(json.dumps(i, sort_keys=True) for i in read_items(out))
+    assert items == sorted(
+        json.dumps(i, sort_keys=True)
+        for i in (
+            {"title": "good"}, {"title": "before the error"}, {"json": [1, 2, 3]},
+            {"title": "async"},
+        )
+    )  # fmt: skip
+    assert "crawl finished: 4 pages, 4 items, 3 errors" in result.stdout
+    assert f"dead letter: {site}status/500 (http_500, 1 attempts)" in result.stdout
+    assert "errors/callback_error: 1" in result.stdout
+    assert "failed/http_404: 1" in result.stdout
+    assert "failed/http_500: 1" in result.stdout
+    # The traceback is logged once, with the spider's own line in it.
+    assert result.stderr.count("RuntimeError: spider bug on purpose") == 1
+    assert "Traceback" in result.stderr
+
+
+def test_status_command_reports_a_running_server(tmp_path: Path, site: str) -> None:
+    key = write_key(tmp_path)
+    server = ServerProcess(["links", "-a", f"start_url={site}"], key, tmp_path)
+    try:
+        result = run_cli(["status", "--connect", server.address], env=environ_with_key())
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        assert status["state"] == "running"
+        assert status["queued"] == 1
+        assert status["in_flight"] == 0
+    finally:
+        server.stop()
