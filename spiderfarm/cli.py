@@ -75,6 +75,9 @@ def _add_spider_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--spiders-dir", default="spiders", help="where spiders live (default: %(default)s)"
     )
+    p.add_argument(
+        "--job-dir", type=Path, help="persist the crawl here; run again with it to resume"
+    )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
 
 
@@ -87,6 +90,7 @@ def _server_config(args: argparse.Namespace, bind: tuple[str, int], authkey: byt
         output=args.output,
         bind=bind,
         authkey=authkey,
+        job_dir=getattr(args, "job_dir", None),
     )
 
 

@@ -5,7 +5,6 @@
     ├── SpiderLoadError        a spider cannot be found or imported
     ├── FeedError              the output file cannot be opened or written
     ├── ConnectError           the server cannot be reached, or refused the authkey
-    ├── LeaseLost              an ack came for a lease the frontier no longer holds
     ├── FetchError             one request failed at the fetch boundary (reason is a short code)
     ├── CloseSpider            raised by a callback to end the crawl (Scrapy's name)
     └── IgnoreRequest          raised by a callback or middleware to drop a request quietly
@@ -22,7 +21,6 @@ __all__ = [
     "FeedError",
     "FetchError",
     "IgnoreRequest",
-    "LeaseLost",
     "SettingsError",
     "SpiderLoadError",
     "SpiderfarmError",
@@ -47,10 +45,6 @@ class FeedError(SpiderfarmError):
 
 class ConnectError(SpiderfarmError):
     """The frontier server cannot be reached, or it refused our authkey."""
-
-
-class LeaseLost(SpiderfarmError):
-    """An ack referred to a lease that expired or was handed to another worker."""
 
 
 class FetchError(SpiderfarmError):

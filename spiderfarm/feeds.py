@@ -27,6 +27,7 @@ class FeedSink(Protocol):
 
     def write(self, lines: list[str]) -> None: ...
     def flush(self) -> None: ...
+    def offset(self) -> int: ...
     def close(self) -> None: ...
 
 
@@ -35,12 +36,19 @@ class _JsonLinesFeed:
         self.path, self._fh, self.count = path, fh, 0
 
     def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
         self._fh.write("\n".join(lines))
         self._fh.write("\n")
         self.count += len(lines)
 
     def flush(self) -> None:
         self._fh.flush()
+
+    def offset(self) -> int:
+        """Flush, and return the byte position every written item now lies before."""
+        self._fh.flush()
+        return self._fh.buffer.tell() if hasattr(self._fh, "buffer") else self._fh.tell()
 
     def close(self) -> None:
         self._fh.close()
@@ -52,6 +60,8 @@ class _JsonArrayFeed(_JsonLinesFeed):
         fh.write("[")
 
     def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
         sep = ",\n" if self.count else "\n"
         self._fh.write(sep + ",\n".join(lines))
         self.count += len(lines)
@@ -101,8 +111,11 @@ FEED_FORMATS = {
 }
 
 
-def open_feed(path: str | os.PathLike[str], append: bool = False) -> FeedSink:
+def open_feed(path: str | os.PathLike[str], resume_at: int | None = None) -> FeedSink:
     """Open the feed at ``path``; the extension picks the format.
+
+    With ``resume_at`` (a resumed job), the feed is cut back to that byte offset — the end
+    of the last items the job journal recorded — and appended to.
 
     Raises:
         FeedError: unknown extension, or the file cannot be created or written.
@@ -112,10 +125,25 @@ def open_feed(path: str | os.PathLike[str], append: bool = False) -> FeedSink:
     if kind is None:
         known = ", ".join(sorted(FEED_FORMATS))
         raise FeedError(f"cannot tell the feed format of {str(p)!r}: use one of {known}")
-    if append and kind is not _JsonLinesFeed:
-        raise FeedError(f"feed {str(p)!r}: only .jsonl feeds can be appended to on resume")
+    if resume_at is not None and kind is not _JsonLinesFeed:
+        raise FeedError(
+            f"feed {str(p)!r}: a resumed crawl (--job-dir) needs a .jsonl feed, which it "
+            "can append to; convert to JSON or CSV afterwards"
+        )
     try:
-        fh = p.open("a" if append else "w", encoding="utf-8", newline="", buffering=1 << 16)
+        if resume_at is not None:
+            with p.open("ab") as raw:  # creates it if it went missing
+                size = raw.seek(0, os.SEEK_END)
+                if size > resume_at:
+                    raw.truncate(resume_at)
+                elif size < resume_at:
+                    logger.warning(
+                        "feed %s is shorter than the job journal recorded (%d < %d bytes): "
+                        "items of the earlier run are missing from it", p, size, resume_at,
+                    )
+        fh = p.open(
+            "w" if resume_at is None else "a", encoding="utf-8", newline="", buffering=1 << 16
+        )
     except OSError as exc:
         raise FeedError(
             f"cannot write the feed {str(p)!r}: {exc.strerror}; choose a writable path with -o"
@@ -134,6 +162,9 @@ class NullFeed:
 
     def flush(self) -> None:
         pass
+
+    def offset(self) -> int:
+        return self.count
 
     def close(self) -> None:
         pass

@@ -47,7 +47,7 @@ class _Host:
 
     def __init__(self) -> None:
         # Priority buckets: most crawls use one priority, so a deque beats a heap.
-        self.buckets: dict[int, deque[tuple[WireRequest, int]]] = {}
+        self.buckets: dict[int, deque[tuple[int, WireRequest, int]]] = {}
         self.prios: list[int] = []  # ascending; the highest is taken first
         self.in_flight = 0
         self.next_at = 0.0
@@ -55,15 +55,15 @@ class _Host:
         self.pages = 0
         self.errors = 0
 
-    def put(self, wire: WireRequest, attempt: int) -> None:
+    def put(self, rid: int, wire: WireRequest, attempt: int) -> None:
         prio = wire[W_PRIORITY]
         bucket = self.buckets.get(prio)
         if bucket is None:
             bucket = self.buckets[prio] = deque()
             bisect.insort(self.prios, prio)
-        bucket.append((wire, attempt))
+        bucket.append((rid, wire, attempt))
 
-    def take(self) -> tuple[WireRequest, int]:
+    def take(self) -> tuple[int, WireRequest, int]:
         prio = self.prios[-1]
         bucket = self.buckets[prio]
         entry = bucket.popleft()
@@ -73,7 +73,7 @@ class _Host:
         return entry
 
     def peek_attempt(self) -> int:
-        return self.buckets[self.prios[-1]][0][1]
+        return self.buckets[self.prios[-1]][0][2]
 
     def __bool__(self) -> bool:
         return bool(self.prios)
@@ -95,6 +95,7 @@ class Frontier:
         allowed_domains: Iterable[str] = (),
         write_items: Callable[[list[str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        journaled: bool = False,
     ) -> None:
         self.settings = settings
         self._allowed = frozenset(d.lower().lstrip(".") for d in allowed_domains)
@@ -105,12 +106,18 @@ class Frontier:
         self._hosts: dict[str, _Host] = {}
         self._ready: deque[str] = deque()
         self._waiting: list[tuple[float, str]] = []  # (next_at, host): politeness delay
-        self._delayed: list[tuple[float, int, str, WireRequest, int]] = []  # retries
+        # retries waiting for their backoff: (ready_at, seq, host, rid, wire, attempt)
+        self._delayed: list[tuple[float, int, str, int, WireRequest, int]] = []
         self._queued = 0
-        self._leases: dict[int, tuple[str, WireRequest, int, float, str]] = {}
+        # lease_id -> (worker, rid, wire, attempt, deadline, host)
+        self._leases: dict[int, tuple[str, int, WireRequest, int, float, str]] = {}
         self._deadlines: list[float] = []
         self._workers: dict[str, _Worker] = {}
-        self._next_lease = 1
+        # Lease ids start at a random point so that an ack from before a server restart
+        # can never match a lease handed out after it.
+        self._next_lease = random.getrandbits(40) << 20
+        self._next_rid = 1  # request ids, the journal's keys
+        self._ops: list[tuple[Any, ...]] | None = [] if journaled else None
         self._seq = 0
         self._handed_out = 0
         self.stats: Counter[str] = Counter()
@@ -127,8 +134,8 @@ class Frontier:
             return self._push(entries)
 
     def _push(self, entries: Sequence[PushEntry]) -> int:
-        if self.state != RUNNING:
-            return 0
+        # Accepted even while closing: a stopped crawl keeps the links its last pages
+        # found, so that a resumed one (--job-dir) misses nothing.
         seen, allowed, depth_limit = self._seen, self._allowed, self.settings.depth_limit
         stats = self.stats
         accepted = 0
@@ -144,16 +151,20 @@ class Frontier:
                     stats["filtered/duplicate"] += 1
                     continue
                 seen.add(fp)
-            self._enqueue(host, wire, 0)
+            rid = self._next_rid
+            self._next_rid += 1
+            if self._ops is not None:
+                self._ops.append(("add", rid, fp, host, wire))
+            self._enqueue(host, rid, wire, 0)
             accepted += 1
         stats["requests/queued"] += accepted
         return accepted
 
-    def _enqueue(self, host_key: str, wire: WireRequest, attempt: int) -> None:
+    def _enqueue(self, host_key: str, rid: int, wire: WireRequest, attempt: int) -> None:
         host = self._hosts.get(host_key)
         if host is None:
             host = self._hosts[host_key] = _Host()
-        host.put(wire, attempt)
+        host.put(rid, wire, attempt)
         self._queued += 1
         if not host.scheduled:
             self._schedule(host_key, host, self._clock())
@@ -214,13 +225,13 @@ class Frontier:
                 self._close("max_pages")
                 break
             host.scheduled = False
-            wire, attempt = host.take()
+            rid, wire, attempt = host.take()
             self._queued -= 1
             if attempt == 0:
                 self._handed_out += 1
             lease_id = self._next_lease
             self._next_lease += 1
-            self._leases[lease_id] = (worker, wire, attempt, deadline, key)
+            self._leases[lease_id] = (worker, rid, wire, attempt, deadline, key)
             state.leases.add(lease_id)
             leases.append((lease_id, attempt, wire))
             host.in_flight += 1
@@ -234,9 +245,9 @@ class Frontier:
     def _promote_delayed(self, now: float) -> None:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
-            _, _, key, wire, attempt = heapq.heappop(delayed)
+            _, _, key, rid, wire, attempt = heapq.heappop(delayed)
             self._queued -= 1
-            self._enqueue(key, wire, attempt)
+            self._enqueue(key, rid, wire, attempt)
 
     # -- outcomes ------------------------------------------------------------------
     def _apply(self, worker: str, state: _Worker, outcome: Outcome, now: float) -> bool:
@@ -247,7 +258,7 @@ class Frontier:
             return False
         del self._leases[lease_id]
         state.leases.discard(lease_id)
-        _, wire, attempt, _, key = lease
+        _, rid, wire, attempt, _, key = lease
         host = self._hosts[key]
         host.in_flight -= 1
         delay = self.settings.delay_s
@@ -259,16 +270,17 @@ class Frontier:
         if kind == "release":
             if attempt == 0:
                 self._handed_out -= 1  # handed back unstarted: not a page against max_pages
-            self._requeue(key, wire, attempt, now, 0.0)
+            self._requeue(key, rid, wire, attempt, now, 0.0)
         elif kind == "retry" and attempt < self.settings.max_retries:
             stats[f"retries/{reason}"] += 1
-            self._retry_later(key, wire, attempt + 1, now, info[2])
+            self._retry_later(key, rid, wire, attempt + 1, now, info[2])
         elif kind in ("fail", "retry"):
             host.errors += 1
             stats[f"failed/{reason}"] += 1
             if kind == "retry":
-                self.dead_letters.append((wire[W_URL], reason, attempt + 1))
-                stats["dead_letters"] += 1
+                self._dead_letter(rid, wire, reason, attempt + 1)
+            elif self._ops is not None:
+                self._ops.append(("done", rid))
             # An errback's output travels with the final failure.
             if new_requests:
                 self._push(new_requests)
@@ -277,6 +289,8 @@ class Frontier:
         else:
             host.pages += 1
             stats["pages"] += 1
+            if self._ops is not None:
+                self._ops.append(("done", rid))
             if kind == "close":  # a callback raised CloseSpider(reason)
                 self._close(reason)
             elif reason:  # the page was fetched but a callback failed part-way
@@ -302,24 +316,34 @@ class Frontier:
         self._write_items(items)
         self.stats["items"] += len(items)
 
-    def _requeue(self, key: str, wire: WireRequest, attempt: int, now: float, delay: float) -> None:
-        if self.state != RUNNING:
-            self.stats["requests/abandoned"] += 1
-            return
+    def _requeue(
+        self, key: str, rid: int, wire: WireRequest, attempt: int, now: float, delay: float
+    ) -> None:
+        # Requeued even while closing: a stopped crawl keeps its queue for --job-dir.
+        if self._ops is not None and attempt:
+            self._ops.append(("attempt", rid, attempt))
         if delay > 0:
             self._seq += 1
-            heapq.heappush(self._delayed, (now + delay, self._seq, key, wire, attempt))
+            heapq.heappush(self._delayed, (now + delay, self._seq, key, rid, wire, attempt))
             self._queued += 1
         else:
-            self._enqueue(key, wire, attempt)
+            self._enqueue(key, rid, wire, attempt)
+
+    def _dead_letter(self, rid: int, wire: WireRequest, reason: str, attempts: int) -> None:
+        self.dead_letters.append((wire[W_URL], reason, attempts))
+        self.stats["dead_letters"] += 1
+        if self._ops is not None:
+            self._ops.append(("dead", rid, wire[W_URL], reason, attempts))
 
     def _retry_later(
-        self, key: str, wire: WireRequest, attempt: int, now: float, retry_after: float
+        self, key: str, rid: int, wire: WireRequest, attempt: int, now: float, retry_after: float
     ) -> None:
         s = self.settings
-        backoff = min(s.retry_backoff_max_s, s.retry_backoff_s * 2 ** (attempt - 1))
+        backoff = s.retry_backoff_s * 2 ** (attempt - 1)
         backoff *= random.uniform(0.5, 1.5)  # jitter: retries of one outage do not stampede
-        self._requeue(key, wire, attempt, now, max(backoff, retry_after))
+        # Retry-After may ask for longer than the backoff, but never past the longest delay.
+        wait = min(max(backoff, retry_after), s.retry_backoff_max_s)
+        self._requeue(key, rid, wire, attempt, now, wait)
 
     # -- liveness ------------------------------------------------------------------
     def _reap(self, now: float) -> None:
@@ -343,7 +367,7 @@ class Frontier:
             heapq.heappop(deadlines)
             due = True
         if due:
-            expired = [i for i, lease in self._leases.items() if lease[3] <= now]
+            expired = [i for i, lease in self._leases.items() if lease[4] <= now]
             if expired:
                 self.stats["leases/expired"] += len(expired)
                 self._reclaim(expired, now)
@@ -353,18 +377,17 @@ class Frontier:
             lease = self._leases.pop(lease_id, None)
             if lease is None:
                 continue
-            worker, wire, attempt, _, key = lease
+            worker, rid, wire, attempt, _, key = lease
             self._workers[worker].leases.discard(lease_id)
             host = self._hosts[key]
             host.in_flight -= 1
             self.stats["leases/reclaimed"] += 1
             # A reclaimed request may have been what killed its worker: count it as an attempt.
             if attempt < self.settings.max_retries:
-                self._requeue(key, wire, attempt + 1, now, 0.0)
+                self._requeue(key, rid, wire, attempt + 1, now, 0.0)
             else:
-                self.dead_letters.append((wire[W_URL], "worker_lost", attempt + 1))
                 self.stats["failed/worker_lost"] += 1
-                self.stats["dead_letters"] += 1
+                self._dead_letter(rid, wire, "worker_lost", attempt + 1)
             self._schedule(key, host, now)
 
     def tick(self) -> str:
@@ -429,6 +452,39 @@ class Frontier:
                     for key, h in self._hosts.items()
                 },
             }
+
+    # -- persistence (see journal.py) ---------------------------------------------
+    def checkpoint(
+        self, feed_offset: Callable[[], int]
+    ) -> tuple[list[tuple[Any, ...]], int, dict[str, int], str, str]:
+        """Take the changes since the last checkpoint, with the feed position that matches
+        them exactly: both are read under the lock that every ack holds."""
+        with self._lock:
+            ops, self._ops = self._ops or [], []
+            return ops, feed_offset(), dict(self.stats), self.state, self.close_reason
+
+    def restore(
+        self,
+        fingerprints: Iterable[int],
+        queued: Iterable[tuple[int, str, WireRequest, int]],
+        stats: dict[str, int],
+        dead_letters: Iterable[tuple[str, str, int]],
+    ) -> int:
+        """Load a journal's state before any worker connects; returns the queued count."""
+        with self._lock:
+            self._seen.update(fingerprints)
+            last = 0
+            for rid, host, wire, attempt in queued:
+                self._enqueue(host, rid, wire, attempt)
+                last = max(last, rid)
+            self._next_rid = max(self._next_rid, last + 1)
+            self.stats.update(stats)
+            self.dead_letters.extend(dead_letters)
+            return self._queued
+
+    def set_next_rid(self, rid: int) -> None:
+        with self._lock:
+            self._next_rid = max(self._next_rid, rid)
 
     def forget_worker(self, worker: str) -> None:
         """A worker said goodbye: anything it still holds goes back to the queue now."""

@@ -7,7 +7,9 @@ it, and parses its body only when a callback first asks for ``.text`` or a selec
 
 from __future__ import annotations
 
+import codecs
 import contextvars
+import inspect
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
@@ -16,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 from parsel import Selector, SelectorList
 from w3lib.encoding import html_body_declared_encoding, html_to_unicode
+from w3lib.html import get_base_url
 
 from .errors import SpiderfarmError
 from .urls import FETCHABLE_SCHEMES, safe_url
@@ -64,7 +67,7 @@ def _callback_name(callback: Any, what: str) -> str | None:
         return None
     if isinstance(callback, str):
         name = callback
-    elif callable(callback) and hasattr(callback, "__self__") and hasattr(callback, "__name__"):
+    elif inspect.ismethod(callback):
         name = callback.__name__
     else:
         raise InvalidRequest(
@@ -121,12 +124,12 @@ class Request:
         self.method = method.upper()
         self.headers = dict(headers) if headers else None
         self.body = body.encode() if isinstance(body, str) else (body or None)
-        self.meta = meta
+        self.meta = dict(meta) if meta else None  # a copy: requests must not share meta
         if not isinstance(priority, int):
             raise InvalidRequest(f"priority must be an int, got {priority!r} for {self.url}")
         self.priority = priority
         self.dont_filter = dont_filter
-        self.cb_kwargs = cb_kwargs
+        self.cb_kwargs = dict(cb_kwargs) if cb_kwargs else None
         self.depth = 0
 
     def __repr__(self) -> str:
@@ -189,7 +192,10 @@ class Request:
 class Response:
     """A fetched page. Decoding and parsing happen on first use, not on arrival."""
 
-    __slots__ = ("_encoding", "_selector", "_text", "body", "headers", "request", "status", "url")
+    __slots__ = (
+        "_base_url", "_encoding", "_selector", "_text", "body", "headers", "request", "status",
+        "url",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -207,6 +213,7 @@ class Response:
         self._text: str | None = None
         self._encoding: str | None = None
         self._selector: Selector | None = None
+        self._base_url: str | None = None
 
     def __repr__(self) -> str:
         return f"<{self.status} {self.url}>"
@@ -226,8 +233,11 @@ class Response:
         try:
             encoding, text = html_to_unicode(content_type, self.body)
         except LookupError:
-            # A charset Python knows by name but cannot decode with: ask the page itself.
+            # A charset Python knows by name but cannot decode text with (base64, rot13):
+            # ask the page itself, and if that names no text codec either, use UTF-8.
             declared = html_body_declared_encoding(self.body) or "utf-8"
+            if not _is_text_codec(declared):
+                declared = "utf-8"
             encoding, text = declared, self.body.decode(declared, "replace")
         # NUL bytes break lxml; nothing legitimate in HTML text needs them.
         self._text = text.replace("\x00", "\ufffd") if "\x00" in text else text
@@ -267,8 +277,15 @@ class Response:
         except ValueError as exc:
             raise ValueError(f"response from {self.url} is not JSON: {exc}") from None
 
+    @property
+    def base_url(self) -> str:
+        """The URL links are relative to: ``<base href>`` if the page has one."""
+        if self._base_url is None:
+            self._base_url = get_base_url(self.text, self.url) if "<base" in self.text else self.url
+        return self._base_url
+
     def urljoin(self, url: str) -> str:
-        return urljoin(self.url, url)
+        return urljoin(self.base_url, url)
 
     def follow(self, url: str | Selector, callback: Any = None, **kwargs: Any) -> Request:
         """A ``Request`` for ``url`` (a string, an ``<a>``/``<link>`` selector or an
@@ -295,23 +312,32 @@ class Response:
         elif xpath is not None:
             urls = self.xpath(xpath)
         assert urls is not None
-        callback = _callback_name(callback, "callback")  # a bad callback is the spider's bug
-        base = self.url
+        # Checked now, not when the caller first iterates: a bad callback is the spider's bug.
+        name = _callback_name(callback, "callback")
+        return self._follow_all(urls, name, kwargs)
+
+    def _follow_all(
+        self, urls: Iterable[str | Selector], callback: str | None, kwargs: dict[str, Any]
+    ) -> Iterator[Request]:
+        base = self.base_url
         for link in urls:
-            href = _url_from_selector(link) if isinstance(link, Selector) else link
+            if isinstance(link, Selector):
+                href = _url_from_selector(link, missing_ok=True)
+            else:
+                href = link  # noqa: SIM108 - mypy narrows only in if/else
             if not href or not (href := href.strip()):
                 continue
-            absolute = urljoin(base, href)
-            if urlsplit(absolute).scheme not in FETCHABLE_SCHEMES:
-                continue
             try:
+                absolute = urljoin(base, href)
+                if urlsplit(absolute).scheme not in FETCHABLE_SCHEMES:
+                    continue
                 yield Request(absolute, callback=callback, **kwargs)
-            except InvalidRequest as exc:
+            except ValueError as exc:  # InvalidRequest, or a link urljoin cannot parse
                 # One bad link must not cost the page its other links and items.
-                logger.debug("skipping link on %s: %s", base, exc)
+                logger.debug("skipping link on %s: %s", self.url, exc)
 
 
-def _url_from_selector(sel: Selector) -> str:
+def _url_from_selector(sel: Selector, missing_ok: bool = False) -> str:
     root = sel.root
     if isinstance(root, str):  # the result of ::attr(href) or /@href
         return root
@@ -320,5 +346,14 @@ def _url_from_selector(sel: Selector) -> str:
         raise ValueError(f"only <a> and <link> selectors can be followed, got <{tag}>")
     href = root.get("href")
     if href is None:
-        raise ValueError("<a> element has no href attribute")
+        if missing_ok:  # <a name="top">: nothing to follow
+            return ""
+        raise ValueError(f"<{tag}> element has no href attribute")
     return str(href)
+
+
+def _is_text_codec(name: str) -> bool:
+    try:
+        return bool(codecs.lookup(name)._is_text_encoding)
+    except LookupError:
+        return False

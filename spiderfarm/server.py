@@ -7,6 +7,7 @@ so that one round trip moves hundreds of requests.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import tempfile
@@ -23,6 +24,7 @@ from .errors import SettingsError, SpiderfarmError
 from .feeds import FeedSink, NullFeed, open_feed
 from .frontier import FINISHED, Frontier, Lease, Outcome, PushEntry
 from .http import InvalidRequest, Request, current_spider
+from .journal import Journal
 from .settings import Settings
 from .spider import Spider, load_spider
 from .urls import Fingerprinter, host_of
@@ -93,6 +95,7 @@ class ServerConfig:
     output: str | None = None
     bind: tuple[str, int] = ("127.0.0.1", 0)
     authkey: bytes = b""
+    job_dir: Path | None = None
 
 
 class _ManagerServer(Server):
@@ -174,12 +177,34 @@ class FarmServer:
         self.spider_cls = load_spider(config.spider_ref, config.spiders_dir)
         self.settings = Settings.merge(self.spider_cls.custom_settings, config.overrides)
         self.spider = self.spider_cls(**config.spider_args)
-        self.feed: FeedSink = open_feed(config.output) if config.output else NullFeed()
+        self.journal = Journal(config.job_dir) if config.job_dir else None
+        saved = self.journal.load() if self.journal else None
+        if saved is not None and saved.meta.get("spider") != self.spider_cls.name:
+            raise SpiderfarmError(
+                f"job dir {str(config.job_dir)!r} holds a crawl of spider "
+                f"{saved.meta.get('spider')!r}, not {self.spider_cls.name!r}; use another --job-dir"
+            )
+        self._feed_path = str(Path(config.output).resolve()) if config.output else ""
+        if config.output:
+            same_feed = saved is not None and saved.meta.get("feed_path") == self._feed_path
+            resume_at = saved.feed_offset if saved is not None and same_feed else None
+            self.feed: FeedSink = open_feed(config.output, resume_at=resume_at)
+        else:
+            self.feed = NullFeed()
         self.frontier = Frontier(
             self.settings,
             allowed_domains=self.spider.allowed_domains,
             write_items=self.feed.write,
+            journaled=self.journal is not None,
         )
+        if self.journal is not None and saved is not None:
+            queued = self.frontier.restore(
+                self.journal.fingerprints(), self.journal.queued(), saved.stats,
+                saved.dead_letters,
+            )  # fmt: skip
+            self.frontier.set_next_rid(saved.next_rid)
+            logger.info("resuming from %s: %d requests queued", config.job_dir, queued)
+        self._committer: threading.Thread | None = None
         spider_file = (
             str(Path(config.spider_ref).resolve()) if config.spider_ref.endswith(".py") else None
         )
@@ -214,6 +239,9 @@ class FarmServer:
         host, port = cast(tuple[str, int], server.address)
         self.address = (host, port)
         threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()
+        if self.journal is not None:
+            self._committer = threading.Thread(target=self._commit_loop, name="journal")
+            self._committer.start()
         return self.address
 
     def _accept_loop(self) -> None:
@@ -246,10 +274,37 @@ class FarmServer:
                 return
             time.sleep(0.05)
 
+    def _commit(self) -> None:
+        """Write the frontier's changes and the matching feed offset to the job dir."""
+        assert self.journal is not None
+        ops, offset, stats, state, reason = self.frontier.checkpoint(self.feed.offset)
+        meta = {
+            "spider": self.spider_cls.name,
+            "feed_path": self._feed_path,
+            "feed_offset": str(offset),
+            "stats": json.dumps(stats),
+            "state": state,
+            "close_reason": reason,
+        }
+        self.journal.commit(ops, meta)
+
+    def _commit_loop(self, every_s: float = 0.2) -> None:
+        assert self._server is not None
+        while not self._server.stop_event.wait(every_s):
+            try:
+                self._commit()
+            except Exception:
+                logger.exception("cannot write the job journal; will retry")
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop_event.set()
             self._server.listener.close()
+        if self._committer is not None:
+            self._committer.join()
+        if self.journal is not None:
+            self._commit()  # the last changes, and the final state
+            self.journal.close()
         self.feed.close()
 
 

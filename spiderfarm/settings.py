@@ -64,7 +64,8 @@ class Settings:
         for f in dataclasses.fields(self):
             minimum = f.metadata.get("min")
             value = getattr(self, f.name)
-            if minimum is not None and value < minimum:
+            # ``not >=`` also catches NaN, which compares false with everything.
+            if minimum is not None and not value >= minimum:
                 raise SettingsError(f"setting {f.name}={value!r} is below its minimum {minimum}")
 
     @classmethod
@@ -110,11 +111,18 @@ def _convert(key: str, value: Any) -> Any:
                 raise ValueError("expected true or false")
             return value
         if kind in ("int", "float"):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or value is None:
                 raise ValueError(f"expected a number, got {value!r}")
-            return int(value) if kind == "int" else float(value)
+            number = float(value)
+            if kind == "float":
+                return number
+            if not number.is_integer():
+                raise ValueError("expected a whole number")
+            return int(number)
         if kind == "str":
-            return str(value)
+            if not isinstance(value, str):
+                raise ValueError(f"expected a string, got {type(value).__name__}")
+            return value
         if kind.startswith("tuple"):
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]

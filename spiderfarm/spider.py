@@ -34,12 +34,16 @@ class Spider:
         # ``-a key=value`` spider arguments become attributes (Scrapy's convention), but
         # never replace a method: ``-a parse=1`` would break the crawl in a confusing way.
         for key, value in kwargs.items():
-            if not key.isidentifier() or callable(getattr(type(self), key, None)):
+            method = callable(getattr(type(self), key, None))
+            if key == "logger" or not key.isidentifier() or method:
                 raise SpiderLoadError(
                     f"spider argument {key!r} cannot be set on spider {self.name!r}: "
                     "it is not a valid name or would replace a method"
                 )
-            setattr(self, key, value)
+            if key == "start_urls":  # -a start_urls=URL,URL: a list, never one string
+                setattr(self, key, [u.strip() for u in value.split(",") if u.strip()])
+            else:
+                setattr(self, key, value)
         self.logger = logging.getLogger(f"spiderfarm.spider.{self.name or type(self).__name__}")
 
     def start_requests(self) -> Iterable[Request]:
@@ -101,9 +105,11 @@ def load_spider(ref: str, spiders_dir: Path | str = "spiders") -> type[Spider]:
         path = Path(ref)
         if not path.is_file():
             raise SpiderLoadError(f"spider file {ref!r} does not exist")
-        found = _spiders_in(_import_file(path))
-        if not found:
+        defined = _spiders_in(_import_file(path))
+        if not defined:
             raise SpiderLoadError(f"spider file {ref!r} defines no subclass of spiderfarm.Spider")
+        # Unnamed classes are bases for others (Scrapy's rule), unless there is nothing else.
+        found = [s for s in defined if s.name] or defined
         if len(found) > 1:
             names = ", ".join(sorted(s.name for s in found))
             raise SpiderLoadError(
@@ -130,6 +136,11 @@ def load_spider(ref: str, spiders_dir: Path | str = "spiders") -> type[Spider]:
             broken.append(str(exc))
             continue
         for spider in _spiders_in(module):
+            if spider.name == ref and ref in by_name:
+                raise SpiderLoadError(
+                    f"spider name {ref!r} is defined twice: in {by_name[ref][1]} and in {path}; "
+                    "rename one"
+                )
             by_name.setdefault(spider.name, (spider, path))
     if ref in by_name:
         spider, path = by_name[ref]

@@ -8,6 +8,7 @@ more than fetching decisions should.
 from __future__ import annotations
 
 import hashlib
+import re
 from urllib.parse import urlsplit
 
 from w3lib.url import canonicalize_url, safe_url_string
@@ -24,6 +25,9 @@ __all__ = [
 FETCHABLE_SCHEMES = frozenset({"http", "https"})
 # The longest URL the common browsers accept; longer ones are almost always traps.
 MAX_URL_LENGTH = 2083
+# After IDNA encoding a host is letters, digits, hyphens, dots and (in the wild,
+# though not in the RFCs) underscores; or an IPv6 literal.
+_HOST_RE = re.compile(r"^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|[0-9a-f:.]+)$")
 _SAFE_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]@!$&'()*+,;=%"
 )
@@ -58,8 +62,11 @@ def safe_url(url: str) -> str:
             f"unsupported URL scheme {parts.scheme!r} in {url[:200]!r}{hint}; "
             "only http and https are fetched"
         )
-    if not parts.hostname:
+    host = parts.hostname
+    if not host:
         raise ValueError(f"URL has no host: {url[:200]!r}")
+    if not _HOST_RE.match(host):
+        raise ValueError(f"invalid host name {host[:100]!r} in {url[:200]!r}")
     return url
 
 
@@ -106,4 +113,5 @@ class Fingerprinter:
         data = f"{method} {self.canonical(url)}".encode()
         if body:
             data += b" " + body
-        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+        # Signed, so that it fits SQLite's INTEGER in the job journal as it is.
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
