@@ -321,10 +321,7 @@ class Response:
     ) -> Iterator[Request]:
         base = self.base_url
         for link in urls:
-            if isinstance(link, Selector):
-                href = _url_from_selector(link, missing_ok=True)
-            else:
-                href = link  # noqa: SIM108 - mypy narrows only in if/else
+            href = _url_from_selector(link, True) if isinstance(link, Selector) else link
             if not href or not (href := href.strip()):
                 continue
             try:

@@ -422,9 +422,7 @@ def test_follow_an_attribute_selector() -> None:
     assert response.follow(response.css("a.rel::attr(href)")[1]).url == (
         "http://example.com/dir/same.html"
     )
-    assert response.follow(response.xpath("//link/@href")[0]).url == (
-        "http://example.com/page/2"
-    )
+    assert response.follow(response.xpath("//link/@href")[0]).url == ("http://example.com/page/2")
 
 
 def test_follow_strips_whitespace_around_an_href() -> None:

@@ -112,9 +112,7 @@ def test_unknown_key_without_a_close_match_has_no_suggestion() -> None:
         ),
     ],
 )
-def test_bad_value_raises_settings_error_naming_the_key(
-    key: str, given: Any, message: str
-) -> None:
+def test_bad_value_raises_settings_error_naming_the_key(key: str, given: Any, message: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.merge({key: given})
     assert str(info.value) == message
@@ -168,9 +166,7 @@ def test_a_fractional_number_for_an_int_setting_is_rejected() -> None:
         Settings.merge({"concurrency": 2.7})
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: user_agent=None becomes the literal string 'None'"
-)
+@pytest.mark.xfail(strict=True, reason="BUG: user_agent=None becomes the literal string 'None'")
 def test_none_for_a_str_setting_is_rejected() -> None:
     with pytest.raises(SettingsError):
         Settings.merge({"user_agent": None})
@@ -204,9 +200,7 @@ def test_parse_key_values_rejects_a_pair_without_a_key(pair: str) -> None:
 
 
 def test_parsed_command_line_pairs_merge_into_settings() -> None:
-    pairs = parse_key_values(
-        ["concurrency=4", "verify_tls=no", "retry_http_codes=503,504"], "-s"
-    )
+    pairs = parse_key_values(["concurrency=4", "verify_tls=no", "retry_http_codes=503,504"], "-s")
     settings = Settings.merge({"concurrency": 32}, pairs)
     assert (settings.concurrency, settings.verify_tls, settings.retry_http_codes) == (
         4,

@@ -252,8 +252,11 @@ def test_file_with_two_spiders(tmp_path: Path) -> None:
 
 
 def test_spider_without_a_name(tmp_path: Path) -> None:
-    path = write(tmp_path, "anon.py", "from spiderfarm import Spider\n\n\nclass Anon(Spider):\n"
-                 "    start_urls = []\n")
+    path = write(
+        tmp_path,
+        "anon.py",
+        "from spiderfarm import Spider\n\n\nclass Anon(Spider):\n    start_urls = []\n",
+    )
     with pytest.raises(SpiderLoadError) as info:
         load_spider(str(path))
     assert str(info.value) == f"spider Anon in {path} has no name attribute"
@@ -268,9 +271,7 @@ def test_start_urls_given_as_a_string(tmp_path: Path) -> None:
     )
     with pytest.raises(SpiderLoadError) as info:
         load_spider(str(path))
-    assert str(info.value) == (
-        "spider 's': start_urls must be a list of URLs, not a string"
-    )
+    assert str(info.value) == ("spider 's': start_urls must be a list of URLs, not a string")
 
 
 def test_start_urls_given_as_a_string_is_caught_by_name_too(tmp_path: Path) -> None:
