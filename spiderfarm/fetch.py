@@ -2,16 +2,27 @@
 
 Every aiohttp or socket error becomes a ``FetchError(url, reason)`` here, with a short
 stable reason code; nothing of aiohttp's leaks upward or across processes.
+
+Bodies are decompressed here, not by aiohttp, so that ``max_body_bytes`` caps both the
+bytes on the wire and the decompressed bytes while they stream: a decompression bomb
+costs at most the cap plus one 64 KiB piece, whatever aiohttp version is installed.
 """
 
 from __future__ import annotations
 
 import email.utils
+import errno
+import importlib
 import logging
+import socket
 import ssl
 import time
+import zlib
+from collections.abc import Iterator
+from typing import Any, Final, Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .errors import FetchError
 from .http import Request, Response
@@ -34,19 +45,217 @@ RETRYABLE_REASONS = frozenset(
     }
 )
 
+_PIECE: Final = 64 * 1024  # most bytes one decompression step may produce
+#: Empty gzip members cost CPU and produce nothing; real pages have one member.
+MAX_GZIP_MEMBERS: Final = 1024
+# Header limits, passed to aiohttp explicitly: they are the defence, not a default.
+MAX_LINE_BYTES: Final = 8190
+MAX_HEADERS: Final = 128
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
 
 def retry_after_s(value: str | None, now: float | None = None) -> float:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:
         return 0.0
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit() alone accepts '²', which float() refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return 0.0
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# -- DNS ------------------------------------------------------------------------------
+
+
+def _bad_dns_name(host: str) -> str:
+    """Why ``host`` can never resolve without asking a DNS server, or ``""``."""
+    name = host.rstrip(".").lower()
+    if name == "invalid" or name.endswith(".invalid"):
+        return "the .invalid domain never resolves (RFC 6761)"
+    if len(name) > 253:
+        return f"host name is {len(name)} characters, over DNS's 253"
+    if any(not 0 < len(label) <= 63 for label in name.split(".")):
+        return "a host name label is empty or over 63 characters"
+    return ""
+
+
+class _GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, but names that cannot resolve fail at once, never reaching a
+    DNS server: ``.invalid`` (RFC 6761 asks resolvers to answer it locally) and names
+    DNS cannot encode."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        problem = _bad_dns_name(host)
+        if problem:
+            raise socket.gaierror(socket.EAI_NONAME, f"{host[:100]}: {problem}")
+        return await self._inner.resolve(host, port, family)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+# -- decompression --------------------------------------------------------------------
+
+
+class _BadEncoding(Exception):
+    """The body cannot be decoded with its Content-Encoding."""
+
+
+class _Decoder(Protocol):
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Decode ``data``, yielding pieces of about ``_PIECE`` bytes at most."""
+
+
+def _load_brotli() -> Any:
+    try:
+        module = importlib.import_module("brotli")  # the Brotli package
+    except ImportError:
+        return None
+    # Only Brotli >= 1.2 can cap the output of one step; an older one would inflate a
+    # bomb whole, so it is treated as absent.
+    return module if hasattr(module.Decompressor, "can_accept_more_data") else None
+
+
+_brotli = _load_brotli()
+#: The codings we decode, and so advertise in ``Accept-Encoding``.
+ACCEPT_ENCODING: Final = "gzip, deflate, br" if _brotli is not None else "gzip, deflate"
+
+
+class _ZlibDecoder:
+    """gzip (any number of members, up to ``MAX_GZIP_MEMBERS``) or deflate (zlib-wrapped,
+    or raw as some servers send it). Bytes after the last member are ignored."""
+
+    def __init__(self, gzip: bool) -> None:
+        self._gzip = gzip
+        self._obj: Any = None  # zlib's Decompress type is not importable
+        self._members = 0
+        self._done = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while not self._done:
+            if self._obj is None:
+                if not data:
+                    return
+                if self._gzip:
+                    if self._members and not data.startswith(b"\x1f"):
+                        self._done = True  # trailing padding or garbage, as gzip(1) allows
+                        return
+                    self._members += 1
+                    if self._members > MAX_GZIP_MEMBERS:
+                        raise _BadEncoding(f"more than {MAX_GZIP_MEMBERS} gzip members")
+                    wbits = 16 + zlib.MAX_WBITS
+                else:  # RFC 1950 header (CM=8) or, as many servers send, raw deflate
+                    wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+                self._obj = zlib.decompressobj(wbits)
+            obj = self._obj
+            try:
+                piece = obj.decompress(data, _PIECE)
+            except zlib.error as exc:
+                raise _BadEncoding(str(exc)) from None
+            if piece:
+                yield piece
+            if obj.eof:
+                data, self._obj = obj.unused_data, None
+                self._done = not self._gzip
+            else:
+                data = obj.unconsumed_tail
+                # A full piece may leave output inside zlib even with no input left.
+                if not data and len(piece) < _PIECE:
+                    return
+
+
+class _BrotliDecoder:
+    def __init__(self) -> None:
+        self._obj = _brotli.Decompressor()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        obj = self._obj
+        try:
+            if obj.is_finished():
+                return  # bytes after the end of the stream are ignored
+            piece = obj.process(data, output_buffer_limit=_PIECE)
+            while True:
+                if piece:
+                    yield piece
+                if obj.can_accept_more_data():
+                    return
+                piece = obj.process(b"", output_buffer_limit=_PIECE)
+        except _brotli.error as exc:
+            raise _BadEncoding(f"brotli: {exc}") from None
+
+
+def _decoders(content_encoding: str) -> list[_Decoder]:
+    """Decoders for a Content-Encoding value, in the order they apply to the body."""
+    decoders: list[_Decoder] = []
+    for raw in reversed(content_encoding.split(",")):
+        coding = raw.strip().lower()
+        if coding in ("gzip", "x-gzip", "deflate"):
+            decoders.append(_ZlibDecoder(gzip=coding != "deflate"))
+        elif coding == "br":
+            if _brotli is None:
+                raise _BadEncoding("brotli (br) needs the Brotli >= 1.2 package")
+            decoders.append(_BrotliDecoder())
+        elif coding in ("zstd", "compress", "x-compress"):
+            raise _BadEncoding(f"{coding} is not supported")
+        # identity, and the odd non-coding ("utf-8", "binary") servers send: body as is
+    return decoders
+
+
+def _decode(data: bytes, decoders: list[_Decoder]) -> Iterator[bytes]:
+    if not decoders:
+        yield data
+        return
+    first, rest = decoders[0], decoders[1:]
+    for piece in first.feed(data):
+        yield from _decode(piece, rest)
+
+
+async def _read_body(
+    resp: aiohttp.ClientResponse, limit: int, url: str, decoders: list[_Decoder]
+) -> bytes:
+    """Read and decode the body, failing as soon as the bytes on the wire or the
+    decoded bytes pass ``limit``."""
+    content = resp.content
+    chunks: list[bytes] = []
+    wire = size = 0
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            break
+        wire += len(chunk)
+        if wire > limit:
+            raise FetchError(url, "too_large", f"body over max_body_bytes={limit}")
+        try:
+            for piece in _decode(chunk, decoders):
+                size += len(piece)
+                if size > limit:
+                    raise FetchError(
+                        url, "too_large", f"decompressed body over max_body_bytes={limit}"
+                    )
+                chunks.append(piece)
+        except _BadEncoding as exc:
+            encoding = resp.headers.get("Content-Encoding", "")
+            raise FetchError(url, "bad_encoding", f"Content-Encoding {encoding}: {exc}") from None
+    return b"".join(chunks)
+
+
+# -- the fetcher ----------------------------------------------------------------------
+
+
+def _payload_reason(exc: aiohttp.ClientPayloadError) -> str:
+    """``disconnected`` when the peer reset the connection mid-body, ``truncated`` when it
+    closed cleanly before the body was complete."""
+    # aiohttp names the connection error only in the message; the cause is the parser's.
+    return "disconnected" if "ConnectionResetError" in str(exc) else "truncated"
 
 
 class Fetcher:
@@ -55,16 +264,19 @@ class Fetcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: _GuardedResolver | None = None
 
     async def __aenter__(self) -> Fetcher:
         s = self.settings
-        headers = {"User-Agent": s.user_agent}
+        headers = {"User-Agent": s.user_agent, "Accept-Encoding": ACCEPT_ENCODING}
         headers.update(s.default_headers or {})
+        self._resolver = _GuardedResolver()
         connector = aiohttp.TCPConnector(
             limit=s.concurrency,
             limit_per_host=0,
             ttl_dns_cache=300,
             ssl=s.verify_tls,
+            resolver=self._resolver,
         )
         jar: aiohttp.abc.AbstractCookieJar = (
             aiohttp.CookieJar(unsafe=True) if s.cookies_enabled else aiohttp.DummyCookieJar()
@@ -76,8 +288,11 @@ class Fetcher:
             timeout=aiohttp.ClientTimeout(
                 total=s.timeout_s, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s
             ),
-            auto_decompress=True,
+            auto_decompress=False,
             raise_for_status=False,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_LINE_BYTES,
+            max_headers=MAX_HEADERS,
         )
         return self
 
@@ -85,6 +300,9 @@ class Fetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
 
     async def fetch(self, request: Request) -> Response:
         """Fetch ``request``.
@@ -92,32 +310,40 @@ class Fetcher:
         Raises:
             FetchError: with a reason such as ``timeout``, ``refused``, ``dns_error``,
                 ``too_large``, ``too_many_redirects``, ``bad_redirect``, ``tls_error``,
-                ``truncated``, ``disconnected`` or ``bad_response``.
+                ``truncated``, ``disconnected``, ``bad_encoding`` or ``bad_response``.
         """
         session = self._session
         assert session is not None, "use Fetcher as an async context manager"
         url = request.url
         limit = self.settings.max_body_bytes
+        hops = self.settings.max_redirects
         try:
             async with session.request(
                 request.method,
                 url,
                 headers=request.headers,
                 data=request.body,
-                allow_redirects=True,
-                max_redirects=self.settings.max_redirects,
+                allow_redirects=hops > 0,
+                # aiohttp fails on its Nth redirect response, so N-1 hops are followed.
+                max_redirects=hops + 1,
             ) as resp:
+                if hops == 0 and resp.status in _REDIRECT_STATUSES and "Location" in resp.headers:
+                    raise FetchError(url, "too_many_redirects", "max_redirects=0")
                 length = resp.content_length
                 if length is not None and length > limit:
                     raise FetchError(url, "too_large", f"Content-Length {length} > {limit}")
-                body = await _read_capped(resp.content, limit, url)
+                try:
+                    decoders = _decoders(",".join(resp.headers.getall("Content-Encoding", ())))
+                except _BadEncoding as exc:
+                    raise FetchError(url, "bad_encoding", str(exc)) from None
+                body = await _read_body(resp, limit, url, decoders)
                 return Response(str(resp.url), resp.status, resp.headers, body, request)
         except FetchError:
             raise
         except TimeoutError:
             raise FetchError(url, "timeout") from None
         except aiohttp.TooManyRedirects:
-            raise FetchError(url, "too_many_redirects") from None
+            raise FetchError(url, "too_many_redirects", f"more than {hops} redirects") from None
         except (aiohttp.NonHttpUrlRedirectClientError, aiohttp.InvalidUrlRedirectClientError) as e:
             raise FetchError(url, "bad_redirect", str(e)) from None
         except aiohttp.ClientConnectorCertificateError as e:
@@ -134,25 +360,15 @@ class Fetcher:
         except aiohttp.ServerDisconnectedError:
             raise FetchError(url, "disconnected") from None
         except aiohttp.ClientPayloadError as e:
-            raise FetchError(url, "truncated", str(e)) from None
+            raise FetchError(url, _payload_reason(e), str(e)) from None
         except aiohttp.ClientResponseError as e:
-            raise FetchError(url, "bad_response", f"{e.status} {e.message}") from None
+            raise FetchError(url, "bad_response", f"{e.status} {e.message}"[:300]) from None
         except (aiohttp.InvalidURL, ValueError, UnicodeError) as e:
-            raise FetchError(url, "bad_request", str(e)) from None
+            raise FetchError(url, "bad_request", str(e)[:300]) from None
+        except aiohttp.ClientOSError as e:
+            reason = (
+                "disconnected" if e.errno in (errno.ECONNRESET, errno.EPIPE) else "network_error"
+            )
+            raise FetchError(url, reason, f"{type(e).__name__}: {e}"[:300]) from None
         except (aiohttp.ClientError, OSError) as e:
-            raise FetchError(url, "network_error", f"{type(e).__name__}: {e}") from None
-
-
-async def _read_capped(content: aiohttp.StreamReader, limit: int, url: str) -> bytes:
-    """Read the (decompressed) body, failing as soon as it passes ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise FetchError(url, "too_large", f"body over max_body_bytes={limit}")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise FetchError(url, "network_error", f"{type(e).__name__}: {e}"[:300]) from None

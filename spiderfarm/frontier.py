@@ -454,6 +454,11 @@ class Frontier:
             }
 
     # -- persistence (see journal.py) ---------------------------------------------
+    def flush_feed(self, flush: Callable[[], None]) -> None:
+        """Run ``flush`` under the lock that item writes hold."""
+        with self._lock:
+            flush()
+
     def checkpoint(
         self, feed_offset: Callable[[], int]
     ) -> tuple[list[tuple[Any, ...]], int, dict[str, int], str, str]:

@@ -7,7 +7,6 @@ it, and parses its body only when a callback first asks for ``.text`` or a selec
 
 from __future__ import annotations
 
-import codecs
 import contextvars
 import inspect
 import json
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urljoin, urlsplit
 
 from parsel import Selector, SelectorList
-from w3lib.encoding import html_body_declared_encoding, html_to_unicode
+from w3lib.encoding import html_to_unicode, http_content_type_encoding, read_bom
 from w3lib.html import get_base_url
 
 from .errors import SpiderfarmError
@@ -229,16 +228,7 @@ class Response:
         return self.request.cb_kwargs or {}
 
     def _decode(self) -> None:
-        content_type = self.headers.get("Content-Type", "")
-        try:
-            encoding, text = html_to_unicode(content_type, self.body)
-        except LookupError:
-            # A charset Python knows by name but cannot decode text with (base64, rot13):
-            # ask the page itself, and if that names no text codec either, use UTF-8.
-            declared = html_body_declared_encoding(self.body) or "utf-8"
-            if not _is_text_codec(declared):
-                declared = "utf-8"
-            encoding, text = declared, self.body.decode(declared, "replace")
+        encoding, text = _to_unicode(self.headers.get("Content-Type", ""), self.body)
         # NUL bytes break lxml; nothing legitimate in HTML text needs them.
         self._text = text.replace("\x00", "\ufffd") if "\x00" in text else text
         self._encoding = encoding
@@ -349,8 +339,22 @@ def _url_from_selector(sel: Selector, missing_ok: bool = False) -> str:
     return str(href)
 
 
-def _is_text_codec(name: str) -> bool:
-    try:
-        return bool(codecs.lookup(name)._is_text_encoding)
-    except LookupError:
-        return False
+def _to_unicode(content_type: str, body: bytes) -> tuple[str, str]:
+    """``(encoding, text)`` of a body: w3lib's choice (HTTP charset, BOM, ``<meta>``), but
+    never an exception. A charset that cannot decode text (``rot13``, ``base64``, and
+    ``undefined`` or ``idna``, which refuse ``errors="replace"``) is dropped for the page's
+    own declaration, then UTF-8. A ``<meta>`` naming UTF-16 or UTF-32 is read as UTF-8, as
+    browsers do: the bytes it was found in were ASCII."""
+    for header in (content_type, "text/html"):
+        try:
+            encoding, text = html_to_unicode(header, body)
+        except (LookupError, ValueError):  # UnicodeError is a ValueError
+            continue
+        if (
+            encoding.startswith(("utf-16", "utf-32"))
+            and http_content_type_encoding(header) is None
+            and read_bom(body)[0] is None
+        ):
+            break
+        return encoding, text
+    return "utf-8", body.decode("utf-8", "replace")

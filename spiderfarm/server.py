@@ -263,6 +263,8 @@ class FarmServer:
         while self.frontier.tick() != FINISHED:
             if on_tick is not None:
                 on_tick()
+            # Items reach the file within a tick, for anyone watching it grow.
+            self.frontier.flush_feed(self.feed.flush)
             time.sleep(tick_s)
 
     def linger(self, expected_workers: int, timeout_s: float) -> None:

@@ -49,13 +49,16 @@ def write_key(directory: Path, text: str = KEY_HEX) -> Path:
 class ServerProcess:
     """A real ``python -m spiderfarm.server`` on 127.0.0.1:0, its output in files."""
 
-    def __init__(self, args: Sequence[str], key_file: Path, workdir: Path) -> None:
+    def __init__(
+        self, args: Sequence[str], key_file: Path, workdir: Path, bind: str = "127.0.0.1:0"
+    ) -> None:
         self.out_path, self.err_path = workdir / "server.out", workdir / "server.err"
-        self._out = self.out_path.open("w")
-        self._err = self.err_path.open("w")
+        self._out = self.out_path.open("a")
+        self._err = self.err_path.open("a")
+        self._start = self.out_path.stat().st_size
         self.argv = [
             sys.executable, "-m", "spiderfarm.server", *args,
-            "--bind", "127.0.0.1:0", "--authkey-file", str(key_file),
+            "--bind", bind, "--authkey-file", str(key_file),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             self.argv, cwd=REPO_ROOT, env=subprocess_environ(), stdout=self._out,
@@ -66,7 +69,8 @@ class ServerProcess:
     def _wait_for_address(self, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            match = re.search(r"listening on (127\.0\.0\.1:\d+)", self.out_path.read_text())
+            text = self.out_path.read_text()[self._start :]
+            match = re.search(r"listening on (127\.0\.0\.1:\d+)", text)
             if match:
                 return match.group(1)
             if self.proc.poll() is not None:
