@@ -21,14 +21,20 @@ from types import FrameType
 from typing import Any
 
 from .errors import SpiderfarmError
-from .server import FarmServer, ServerConfig, load_authkey, parse_address, write_new_authkey
+from .security import (
+    AUTHKEY_ENV,
+    load_authkey,
+    parse_address,
+    require_strong_key,
+    write_new_authkey,
+)
+from .server import FarmServer, ServerConfig
 from .settings import Settings, parse_key_values
 
 logger = logging.getLogger("spiderfarm")
 
 __all__ = ["main", "server_main", "worker_main"]
 
-AUTHKEY_ENV = "SPIDERFARM_AUTHKEY"
 
 
 def _setup_logging(level: str) -> None:
@@ -373,17 +379,22 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_level if args.log_level != "WARNING" else "INFO")
     try:
         key = load_authkey(args.authkey_file, os.environ.get(AUTHKEY_ENV))
+        bind = parse_address(args.bind)
         if key is None:
             key, path = write_new_authkey()
             print(
                 f"authkey written to {path} (mode 0600): give it to workers with --authkey-file",
                 flush=True,
             )
-        server = FarmServer(_server_config(args, parse_address(args.bind), key))
+        require_strong_key(key, bind[0])
+        server = FarmServer(_server_config(args, bind, key))
         server.seed()
         host, port = server.listen()
     except SpiderfarmError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
         return 2
     print(f"spiderfarm server listening on {host}:{port}", flush=True)
     stopping = False

@@ -183,11 +183,10 @@ class _BrotliDecoder:
             if obj.is_finished():
                 return  # bytes after the end of the stream are ignored
             piece = obj.process(data, output_buffer_limit=_PIECE)
-            while True:
+            # A capped step may leave output behind even once the input is all taken.
+            while piece or not obj.can_accept_more_data():
                 if piece:
                     yield piece
-                if obj.can_accept_more_data():
-                    return
                 piece = obj.process(b"", output_buffer_limit=_PIECE)
         except _brotli.error as exc:
             raise _BadEncoding(f"brotli: {exc}") from None

@@ -11,6 +11,7 @@ import contextvars
 import inspect
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urljoin, urlsplit
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .spider import Spider
 
 logger = logging.getLogger(__name__)
+
+_BASE_TAG = re.compile(r"<base\b", re.IGNORECASE)  # cheap test before w3lib's full parse
 
 __all__ = ["InvalidRequest", "Request", "Response", "WireRequest", "current_spider"]
 
@@ -271,7 +274,8 @@ class Response:
     def base_url(self) -> str:
         """The URL links are relative to: ``<base href>`` if the page has one."""
         if self._base_url is None:
-            self._base_url = get_base_url(self.text, self.url) if "<base" in self.text else self.url
+            text = self.text
+            self._base_url = get_base_url(text, self.url) if _BASE_TAG.search(text) else self.url
         return self._base_url
 
     def urljoin(self, url: str) -> str:

@@ -9,81 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Listener
-from multiprocessing.managers import Server
 from pathlib import Path
 from typing import Any, cast
 
-from .errors import SettingsError, SpiderfarmError
+from .errors import SpiderfarmError
 from .feeds import FeedSink, NullFeed, open_feed
 from .frontier import FINISHED, Frontier, Lease, Outcome, PushEntry
 from .http import InvalidRequest, Request, current_spider
 from .journal import Journal
+from .manager import ManagerServer
+from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
 from .settings import Settings
 from .spider import Spider, load_spider
 from .urls import Fingerprinter, host_of
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FarmServer", "ServerConfig", "load_authkey", "parse_address"]
+__all__ = ["FarmServer", "ServerConfig"]
 
 SERVICE = "frontier"
 EXPOSED = ("hello", "exchange", "status", "bye")
-
-
-def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT`` (or ``:PORT``) -> (host, port).
-
-    Raises:
-        SettingsError: no port, or a port that is not a number in 0..65535.
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise SettingsError(f"address {text!r} must be HOST:PORT, for example 127.0.0.1:5000")
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 65535:
-        raise SettingsError(f"address {text!r} has no valid port (0..65535)")
-    return host.strip("[]") or default_host, number
-
-
-def load_authkey(path: str | None, env_value: str | None) -> bytes | None:
-    """The authkey from a key file or ``SPIDERFARM_AUTHKEY``; None if neither is given.
-
-    A key of 64+ hex digits is decoded to bytes; anything else is used as it is.
-    """
-    if path:
-        try:
-            text = Path(path).read_text().strip()
-        except OSError as exc:
-            raise SettingsError(f"cannot read authkey file {path!r}: {exc.strerror}") from None
-    elif env_value:
-        text = env_value.strip()
-    else:
-        return None
-    if not text:
-        raise SettingsError(f"authkey from {path or 'SPIDERFARM_AUTHKEY'} is empty")
-    try:
-        return bytes.fromhex(text) if len(text) >= 64 else text.encode()
-    except ValueError:
-        return text.encode()
-
-
-def write_new_authkey() -> tuple[bytes, Path]:
-    """Generate a 32-byte key and write it as hex to a new mode-0600 file."""
-    key = secrets.token_bytes(32)
-    fd, name = tempfile.mkstemp(prefix="spiderfarm-", suffix=".key")  # created 0600
-    with open(fd, "w") as fh:
-        fh.write(key.hex() + "\n")
-    return key, Path(name)
 
 
 @dataclass(slots=True)
@@ -96,23 +45,6 @@ class ServerConfig:
     bind: tuple[str, int] = ("127.0.0.1", 0)
     authkey: bytes = b""
     job_dir: Path | None = None
-
-
-class _ManagerServer(Server):
-    """The stock manager server, minus what workers must not reach.
-
-    Workers need only ``create`` (to name the service) and ``accept_connection`` (to call
-    it); ``shutdown``, ``debug_info`` and reference counting stay closed to them.
-    """
-
-    public = ["create", "accept_connection"]  # noqa: RUF012 - overrides Server.public
-    listener: Listener
-
-    def __init__(
-        self, registry: dict[str, Any], address: tuple[str, int], authkey: bytes, serializer: str
-    ) -> None:
-        super().__init__(registry, address, authkey, serializer)
-        self.stop_event = threading.Event()  # serve_client() polls it
 
 
 class FrontierService:
@@ -135,6 +67,14 @@ class FrontierService:
     def exchange(
         self, worker_id: str, outcomes: list[Outcome], want: int
     ) -> tuple[list[Lease], list[int], str]:
+        try:
+            check_exchange(
+                worker_id, outcomes, want, max_batch=MAX_BATCH, max_item_bytes=MAX_ITEM_BYTES,
+                max_links=MAX_LINKS_PER_PAGE,
+            )  # fmt: skip
+        except ValueError as exc:
+            logger.error("worker %.200r: %s", worker_id, exc)
+            raise
         return self._frontier.exchange(worker_id, outcomes, want)
 
     def status(self) -> dict[str, Any]:
@@ -217,7 +157,7 @@ class FarmServer:
                 "settings": self.settings.to_dict(),
             },
         )
-        self._server: _ManagerServer | None = None
+        self._server: ManagerServer | None = None
         self.address: tuple[str, int] = config.bind
 
     def seed(self) -> int:
@@ -234,29 +174,15 @@ class FarmServer:
         """Start accepting workers; returns the bound address (the real port for port 0)."""
         service = self.service
         registry = {SERVICE: (lambda: service, EXPOSED, None, None)}
-        server = _ManagerServer(registry, self.config.bind, self.config.authkey, "pickle")
+        server = ManagerServer(registry, self.config.bind, self.config.authkey)
         self._server = server
         host, port = cast(tuple[str, int], server.address)
         self.address = (host, port)
-        threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()
+        server.start()
         if self.journal is not None:
             self._committer = threading.Thread(target=self._commit_loop, name="journal")
             self._committer.start()
         return self.address
-
-    def _accept_loop(self) -> None:
-        server = self._server
-        assert server is not None
-        while not server.stop_event.is_set():
-            try:
-                conn = server.listener.accept()
-            except OSError:
-                if server.stop_event.is_set():
-                    return
-                time.sleep(0.01)
-                continue
-            # handle_request() authenticates before it unpickles anything.
-            threading.Thread(target=server.handle_request, args=(conn,), daemon=True).start()
 
     def wait(self, on_tick: Any = None, tick_s: float = 0.5) -> None:
         """Block until the crawl is finished (call ``frontier.close`` to end it early)."""
@@ -300,8 +226,7 @@ class FarmServer:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop_event.set()
-            self._server.listener.close()
+            self._server.stop()
         if self._committer is not None:
             self._committer.join()
         if self.journal is not None:

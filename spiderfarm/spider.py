@@ -40,7 +40,7 @@ class Spider:
                     f"spider argument {key!r} cannot be set on spider {self.name!r}: "
                     "it is not a valid name or would replace a method"
                 )
-            if key == "start_urls":  # -a start_urls=URL,URL: a list, never one string
+            if key == "start_urls" and isinstance(value, str):  # -a start_urls=URL,URL
                 setattr(self, key, [u.strip() for u in value.split(",") if u.strip()])
             else:
                 setattr(self, key, value)

@@ -22,6 +22,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
+from multiprocessing.managers import RemoteError
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .errors import CloseSpider, FetchError, IgnoreRequest
 from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
 from .http import Request, Response, current_spider
+from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE
 from .settings import Settings
 from .spider import Spider, load_spider
 from .urls import Fingerprinter, host_of
@@ -195,12 +197,21 @@ class Worker:
                     )
                     return
             held = self._buffer.qsize() + self._in_flight
-            want = 0 if ending else self._hold - held
+            want = 0 if ending else min(self._hold - held, MAX_BATCH)
             now = time.monotonic()
             due = now - last_call > 1.0  # heartbeat
             if self._outcomes or want >= self._flush_at or due:
                 outcomes, self._outcomes = self._outcomes, []
-                leases, refused, self._state = await client.exchange(worker_id, outcomes, want)
+                try:
+                    leases, refused, self._state = await client.exchange(
+                        worker_id, outcomes, want
+                    )
+                except (ValueError, RemoteError) as exc:
+                    # The server validated and refused this batch; its leases will expire
+                    # and be retried. Crawling on beats dying over one bad batch.
+                    logger.error("server refused a batch of %d outcomes: %s", len(outcomes), exc)
+                    last_call = time.monotonic()
+                    continue
                 last_call = time.monotonic()
                 if refused:
                     logger.warning(
@@ -326,10 +337,16 @@ class Worker:
                 if len(self._sent) > 1_000_000:
                     self._sent.clear()
                 self._sent[fp] = depth
+            if len(result.requests) >= MAX_LINKS_PER_PAGE:
+                result.error = "too_many_links"  # the server would refuse the whole batch
+                return
             result.requests.append((fp, host_of(value.url), value.to_wire()))
             return
         try:
-            result.items.append(encode_item(value))
+            line = encode_item(value)
+            if len(line) > MAX_ITEM_BYTES:
+                raise ValueError(f"item is {len(line)} bytes, over the {MAX_ITEM_BYTES} cap")
+            result.items.append(line)
         except (TypeError, ValueError) as exc:
             logger.error(
                 "spider %s: dropping an item from %s: %s", self.spider.name, parent.url, exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from tests.sites import REPO_ROOT, subprocess_environ
 
-KEY_HEX = "5f" * 32  # a 32-byte test key, hex encoded
+KEY_HEX = secrets.token_hex(32)  # a strong 32-byte key, hex encoded, new each run
 
 
 def run_cli(

@@ -119,6 +119,7 @@ def test_worker_with_wrong_authkey_exits_with_a_clear_message(
     try:
         wrong = tmp_path / "wrong.key"
         wrong.write_text("ab" * 32)
+        wrong.chmod(0o600)
         worker = start_worker(server.address, wrong)
         _, err = worker.communicate(timeout=30)
         assert worker.returncode == 2

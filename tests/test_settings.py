@@ -34,6 +34,9 @@ def test_later_layers_win() -> None:
     [
         ("concurrency", "8", 8),
         ("concurrency", " 8 ", 8),
+        ("concurrency", "8.0", 8),
+        ("concurrency", 8.0, 8),
+        ("concurrency", "1e2", 100),
         ("timeout_s", "2.5", 2.5),
         ("delay_s", 1, 1.0),
         ("user_agent", "bot/2", "bot/2"),
@@ -81,7 +84,7 @@ def test_unknown_key_without_a_close_match_has_no_suggestion() -> None:
             "concurrency",
             "many",
             "bad value 'many' for setting 'concurrency' (int): "
-            "invalid literal for int() with base 10: 'many'",
+            "could not convert string to float: 'many'",
         ),
         (
             "concurrency",
@@ -149,27 +152,34 @@ def test_minimum_values_are_accepted() -> None:
     assert (settings.concurrency, settings.delay_s, settings.max_retries) == (1, 0.0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: NaN passes the minimum check because nan < minimum is False"
-)
-@pytest.mark.parametrize("key", ["timeout_s", "delay_s"])
-def test_nan_is_rejected(key: str) -> None:
-    with pytest.raises(SettingsError):
+@pytest.mark.parametrize(("key", "minimum"), [("timeout_s", "0.001"), ("delay_s", "0")])
+def test_nan_is_rejected(key: str, minimum: str) -> None:
+    with pytest.raises(SettingsError) as info:
         Settings.merge({key: "nan"})
+    assert str(info.value) == f"setting {key}=nan is below its minimum {minimum}"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: a fractional float for an int setting is silently truncated"
-)
-def test_a_fractional_number_for_an_int_setting_is_rejected() -> None:
-    with pytest.raises(SettingsError):
-        Settings.merge({"concurrency": 2.7})
+def test_the_constructor_rejects_nan_too() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings(delay_s=float("nan"))
+    assert str(info.value) == "setting delay_s=nan is below its minimum 0"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: user_agent=None becomes the literal string 'None'")
+@pytest.mark.parametrize("given", [2.7, "2.5", "nan", "inf"], ids=["float", "string", "nan", "inf"])
+def test_a_fractional_number_for_an_int_setting_is_rejected(given: Any) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.merge({"concurrency": given})
+    assert str(info.value) == (
+        f"bad value {given!r} for setting 'concurrency' (int): expected a whole number"
+    )
+
+
 def test_none_for_a_str_setting_is_rejected() -> None:
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingsError) as info:
         Settings.merge({"user_agent": None})
+    assert str(info.value) == (
+        "bad value None for setting 'user_agent' (str): expected a string, got NoneType"
+    )
 
 
 def test_settings_are_frozen() -> None:

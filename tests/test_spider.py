@@ -99,13 +99,43 @@ def test_default_parse_raises_not_implemented_naming_the_spider() -> None:
         ArgSpider().parse(response)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: -a start_urls=URL sets a string; start_requests then iterates its characters",
+def test_start_urls_given_as_an_argument_is_split_on_commas() -> None:
+    # -a start_urls=URL,URL: a list of URLs, never one string iterated by character.
+    spider = ArgSpider(start_urls="http://example.com/a,http://example.com/b")
+    assert spider.start_urls == ["http://example.com/a", "http://example.com/b"]
+    assert [(r.url, r.callback) for r in spider.start_requests()] == [
+        ("http://example.com/a", None),
+        ("http://example.com/b", None),
+    ]
+    assert ArgSpider.start_urls == ()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://example.com/", ["http://example.com/"]),
+        (
+            " http://example.com/a , http://example.com/b ,",
+            ["http://example.com/a", "http://example.com/b"],
+        ),
+        ("", []),
+        (",", []),
+    ],
+    ids=["one", "spaces-and-trailing-comma", "empty", "only-a-comma"],
 )
-def test_start_urls_given_as_an_argument_string_is_refused() -> None:
-    with pytest.raises(SpiderLoadError):
-        ArgSpider(start_urls="http://example.com/")
+def test_start_urls_argument_entries_are_stripped_and_empties_dropped(
+    given: str, expected: list[str]
+) -> None:
+    assert ArgSpider(start_urls=given).start_urls == expected
+
+
+def test_the_logger_argument_is_refused() -> None:
+    with pytest.raises(SpiderLoadError) as info:
+        ArgSpider(logger="x")
+    assert str(info.value) == (
+        "spider argument 'logger' cannot be set on spider 'args': "
+        "it is not a valid name or would replace a method"
+    )
 
 
 # --- load_spider by name --------------------------------------------------------------------
@@ -170,15 +200,14 @@ def test_missing_spiders_directory(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two files defining the same spider name: the first is used silently",
-)
 def test_two_files_with_the_same_spider_name_are_an_error(tmp_path: Path) -> None:
-    write(tmp_path, "a.py", SPIDER_A)
-    write(tmp_path, "b.py", SPIDER_A.replace("AlphaSpider", "OtherAlpha"))
-    with pytest.raises(SpiderLoadError):
+    a = write(tmp_path, "a.py", SPIDER_A)
+    b = write(tmp_path, "b.py", SPIDER_A.replace("AlphaSpider", "OtherAlpha"))
+    with pytest.raises(SpiderLoadError) as info:
         load_spider("alpha", tmp_path)
+    assert str(info.value) == (
+        f"spider name 'alpha' is defined twice: in {a} and in {b}; rename one"
+    )
 
 
 # --- load_spider by path --------------------------------------------------------------------
@@ -285,10 +314,6 @@ def test_start_urls_given_as_a_string_is_caught_by_name_too(tmp_path: Path) -> N
         load_spider("s", tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unnamed base class counts as a second spider when loading by path",
-)
 def test_an_unnamed_base_class_does_not_make_a_file_ambiguous(tmp_path: Path) -> None:
     path = write(
         tmp_path,

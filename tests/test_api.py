@@ -1,0 +1,57 @@
+"""Tests for the public surface of the ``spiderfarm`` package."""
+
+from __future__ import annotations
+
+import types
+
+import spiderfarm
+
+
+def test_all_is_sorted() -> None:
+    assert spiderfarm.__all__ == sorted(spiderfarm.__all__)
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from spiderfarm import *", namespace)
+    del namespace["__builtins__"]
+    assert sorted(namespace) == spiderfarm.__all__
+
+
+def test_all_lists_every_public_name() -> None:
+    public = {
+        name
+        for name, value in vars(spiderfarm).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and name != "annotations"  # the __future__ feature, not part of the API
+    }
+    assert set(spiderfarm.__all__) == public | {"__version__"}
+
+
+def test_version() -> None:
+    assert spiderfarm.__version__ == "0.1.0"
+
+
+def test_the_scrapy_vocabulary_imports_from_the_top() -> None:
+    from spiderfarm import Request, Response, Spider
+    from spiderfarm.http import Request as HttpRequest
+    from spiderfarm.http import Response as HttpResponse
+    from spiderfarm.spider import Spider as BaseSpider
+
+    assert (Request, Response, Spider) == (HttpRequest, HttpResponse, BaseSpider)
+
+
+def test_every_error_users_catch_is_exported() -> None:
+    for name in (
+        "CloseSpider",
+        "ConnectError",
+        "FeedError",
+        "FetchError",
+        "IgnoreRequest",
+        "InvalidRequest",
+        "SettingsError",
+        "SpiderLoadError",
+        "SpiderfarmError",
+    ):
+        assert issubclass(getattr(spiderfarm, name), spiderfarm.SpiderfarmError), name

@@ -1,0 +1,189 @@
+"""Tests for spiderfarm.urls: which URLs we fetch, host keys, and fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from spiderfarm.urls import MAX_URL_LENGTH, Fingerprinter, host_allowed, host_of, safe_url
+
+
+def test_safe_url_returns_an_already_safe_url_unchanged() -> None:
+    url = "https://example.com/a/b?x=1&y=%20#top"
+    assert safe_url(url) == url
+
+
+def test_safe_url_encodes_an_idn_host_as_punycode_and_escapes_the_rest() -> None:
+    assert (
+        safe_url("http://bücher.example/straße?q=ä b#frag")
+        == "http://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%A4%20b#frag"
+    )
+
+
+def test_safe_url_strips_surrounding_whitespace_and_escapes_inner_spaces() -> None:
+    assert safe_url("  http://example.com/a b  ") == "http://example.com/a%20b"
+
+
+def test_safe_url_accepts_exactly_the_length_limit_and_rejects_one_more() -> None:
+    prefix = "http://example.com/"
+    at_limit = prefix + "a" * (MAX_URL_LENGTH - len(prefix))
+    assert safe_url(at_limit) == at_limit
+    with pytest.raises(ValueError, match=r"^URL is 2084 characters, over the 2083 limit: "):
+        safe_url(at_limit + "a")
+
+
+def test_safe_url_counts_the_length_after_escaping() -> None:
+    # 700 "é" are 700 characters raw but 4,200 once percent-encoded.
+    with pytest.raises(ValueError, match=r"^URL is 4219 characters, over the 2083 limit"):
+        safe_url("http://example.com/" + "é" * 700)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "http://example.com:99999/",
+            "invalid URL 'http://example.com:99999/': Port out of range 0-65535",
+        ),
+        (
+            "http://example.com:abc/",
+            "invalid URL 'http://example.com:abc/': "
+            "Port could not be cast to integer value as 'abc'",
+        ),
+        ("http://[oops/", "invalid URL 'http://[oops/': Invalid IPv6 URL"),
+    ],
+)
+def test_safe_url_rejects_a_bad_port_or_host(url: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        safe_url(url)
+    assert str(info.value) == message
+
+
+def test_safe_url_hints_at_a_missing_scheme() -> None:
+    with pytest.raises(ValueError) as info:
+        safe_url("example.com/page")
+    assert str(info.value) == (
+        "unsupported URL scheme '' in 'example.com/page' (missing scheme? write http://...); "
+        "only http and https are fetched"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme"),
+    [
+        ("ftp://example.com/file.txt", "ftp"),
+        ("file:///etc/passwd", "file"),
+        ("mailto:someone@example.com", "mailto"),
+        ("javascript:void(0)", "javascript"),
+    ],
+)
+def test_safe_url_rejects_schemes_other_than_http_and_https(url: str, scheme: str) -> None:
+    with pytest.raises(ValueError) as info:
+        safe_url(url)
+    assert str(info.value) == (
+        f"unsupported URL scheme {scheme!r} in {url!r}; only http and https are fetched"
+    )
+
+
+@pytest.mark.parametrize("url", ["http:///path", "http://"])
+def test_safe_url_rejects_a_url_without_a_host(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        safe_url(url)
+    assert str(info.value) == f"URL has no host: {url!r}"
+
+
+@pytest.mark.parametrize("value", [b"http://example.com/", 5, None])
+def test_safe_url_rejects_a_non_string(value: object) -> None:
+    with pytest.raises(ValueError, match=r"^URL must be a str, got "):
+        safe_url(value)  # type: ignore[arg-type]
+
+
+def test_safe_url_rejects_a_space_inside_the_host() -> None:
+    with pytest.raises(ValueError) as info:
+        safe_url("http://exa mple.com/")
+    assert str(info.value) == "invalid host name 'exa mple.com' in 'http://exa mple.com/'"
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://Example.COM:8080/x", "example.com"),
+        ("https://sub.example.com/", "sub.example.com"),
+        ("http://[::1]:8080/", "::1"),
+        ("not a url", ""),
+    ],
+)
+def test_host_of_is_the_lower_case_host_without_port(url: str, host: str) -> None:
+    assert host_of(url) == host
+
+
+def test_host_allowed_with_an_empty_allow_list_allows_every_host() -> None:
+    assert host_allowed("other.org", frozenset()) is True
+    assert host_allowed("example.com", frozenset()) is True
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("example.com", True),
+        ("www.example.com", True),
+        ("a.b.example.com", True),
+        ("evil-example.com", False),
+        ("notexample.com", False),
+        ("example.com.evil.net", False),
+        ("com", False),
+        ("other.org", False),
+    ],
+)
+def test_host_allowed_takes_subdomains_but_not_suffix_tricks(host: str, allowed: bool) -> None:
+    assert host_allowed(host, frozenset({"example.com", "test.net"})) is allowed
+
+
+def test_fingerprint_ignores_query_order_and_fragment() -> None:
+    fp = Fingerprinter()
+    assert fp.fingerprint("http://example.com/p?b=2&a=1#x") == fp.fingerprint(
+        "http://example.com/p?a=1&b=2"
+    )
+    assert fp.canonical("http://example.com/p?b=2&a=1#x") == "http://example.com/p?a=1&b=2"
+
+
+def test_fingerprint_differs_by_path_method_and_body() -> None:
+    fp = Fingerprinter()
+    base = fp.fingerprint("http://example.com/p")
+    assert fp.fingerprint("http://example.com/q") != base
+    assert fp.fingerprint("http://example.com/p", "POST") != base
+    post_a = fp.fingerprint("http://example.com/p", "POST", b"a=1")
+    post_b = fp.fingerprint("http://example.com/p", "POST", b"a=2")
+    assert len({base, post_a, post_b}) == 3
+    # An empty body is no body.
+    assert fp.fingerprint("http://example.com/p", "POST", b"") == fp.fingerprint(
+        "http://example.com/p", "POST"
+    )
+
+
+def test_fingerprint_is_a_stable_signed_64_bit_int_across_instances() -> None:
+    a = Fingerprinter().fingerprint("http://example.com/p?b=2&a=1")
+    b = Fingerprinter().fingerprint("http://example.com/p?a=1&b=2")
+    assert a == b
+    # Signed, so that it fits SQLite's INTEGER in the job journal unchanged.
+    digest = hashlib.blake2b(b"GET http://example.com/p?a=1&b=2", digest_size=8).digest()
+    assert a == int.from_bytes(digest, "big", signed=True)
+    assert -(2**63) <= a < 2**63
+
+
+def test_fingerprints_use_the_whole_signed_range() -> None:
+    fp = Fingerprinter()
+    values = [fp.fingerprint(f"http://example.com/{i}") for i in range(64)]
+    assert all(-(2**63) <= v < 2**63 for v in values)
+    assert any(v < 0 for v in values)
+    assert any(v >= 0 for v in values)
+
+
+def test_fingerprinter_cache_stays_within_its_bound_and_answers_stay_correct() -> None:
+    small, big = Fingerprinter(max_cache=3), Fingerprinter()
+    urls = [f"http://example.com/{i}?b=1&a=2" for i in range(10)]
+    for url in urls + urls:
+        assert small.fingerprint(url) == big.fingerprint(url)
+        assert len(small._cache) <= 3
+    assert len(big._cache) == 10
