@@ -382,11 +382,6 @@ def test_links_resolve_against_the_base_href() -> None:
     assert [r.url for r in response.follow_all(css="a")] == ["http://cdn.example.net/root/x.html"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: base_url looks for '<base' case-sensitively before asking w3lib, so an "
-    "upper-case <BASE HREF> (tag names are case-insensitive) is ignored",
-)
 @pytest.mark.parametrize("tag", ["BASE HREF", "Base href"])
 def test_the_base_tag_is_found_whatever_its_case(tag: str) -> None:
     response = make_response(f'<{tag}="http://cdn.example.net/root/"><a href="x.html">x</a>')
