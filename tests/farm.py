@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import secrets
 import re
+import secrets
 import subprocess
 import sys
 import time
