@@ -224,7 +224,7 @@ async def _read_body(
     """Read and decode the body, failing as soon as the bytes on the wire or the
     decoded bytes pass ``limit``."""
     content = resp.content
-    chunks: list[bytes] = []
+    body = bytearray()  # one growing buffer: freed whole (not in arena-sized pieces) on failure
     wire = size = 0
     while True:
         chunk = await content.readany()
@@ -240,11 +240,11 @@ async def _read_body(
                     raise FetchError(
                         url, "too_large", f"decompressed body over max_body_bytes={limit}"
                     )
-                chunks.append(piece)
+                body += piece
         except _BadEncoding as exc:
             encoding = resp.headers.get("Content-Encoding", "")
             raise FetchError(url, "bad_encoding", f"Content-Encoding {encoding}: {exc}") from None
-    return b"".join(chunks)
+    return bytes(body)
 
 
 # -- the fetcher ----------------------------------------------------------------------

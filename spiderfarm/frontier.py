@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .http import W_DEPTH, W_DONT_FILTER, W_PRIORITY, W_URL, WireRequest
+from .http import W_CALLBACK, W_DEPTH, W_DONT_FILTER, W_PRIORITY, W_URL, WireRequest
+from .politeness import ROBOTS_CALLBACK, Origin, Throttle, origin_of, robots_wire
 from .settings import Settings
 from .urls import host_allowed
 
@@ -43,7 +44,10 @@ RUNNING, CLOSING, FINISHED = "running", "closing", "finished"
 
 
 class _Host:
-    __slots__ = ("buckets", "errors", "in_flight", "next_at", "pages", "prios", "scheduled")
+    __slots__ = (
+        "buckets", "delay", "errors", "failures", "floor", "in_flight", "next_at", "pages",
+        "prios", "scheduled",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         # Priority buckets: most crawls use one priority, so a deque beats a heap.
@@ -54,6 +58,9 @@ class _Host:
         self.scheduled = False
         self.pages = 0
         self.errors = 0
+        self.delay = 0.0  # current gap between request starts (politeness.Throttle)
+        self.floor = 0.0  # robots.txt Crawl-delay
+        self.failures = 0  # connection failures in a row
 
     def put(self, rid: int, wire: WireRequest, attempt: int) -> None:
         prio = wire[W_PRIORITY]
@@ -72,8 +79,8 @@ class _Host:
             self.prios.pop()
         return entry
 
-    def peek_attempt(self) -> int:
-        return self.buckets[self.prios[-1]][0][2]
+    def peek(self) -> tuple[int, WireRequest, int]:
+        return self.buckets[self.prios[-1]][0]
 
     def __bool__(self) -> bool:
         return bool(self.prios)
@@ -118,6 +125,10 @@ class Frontier:
         self._next_lease = random.getrandbits(40) << 20
         self._next_rid = 1  # request ids, the journal's keys
         self._ops: list[tuple[Any, ...]] | None = [] if journaled else None
+        self._throttle = Throttle(settings)
+        # robots.txt per origin, when obeyed. Robots requests use request id 0: they are
+        # not journaled (a resumed crawl fetches robots.txt again) and not pages.
+        self._robots: dict[str, Origin] | None = {} if settings.obey_robots else None
         self._seq = 0
         self._handed_out = 0
         self.stats: Counter[str] = Counter()
@@ -155,15 +166,66 @@ class Frontier:
             self._next_rid += 1
             if self._ops is not None:
                 self._ops.append(("add", rid, fp, host, wire))
-            self._enqueue(host, rid, wire, 0)
+            self._admit(rid, host, wire, 0)
             accepted += 1
         stats["requests/queued"] += accepted
         return accepted
+
+    def _admit(self, rid: int, key: str, wire: WireRequest, attempt: int) -> None:
+        """Queue a request, or hold it until its origin's robots.txt is known."""
+        if self._robots is None:
+            self._enqueue(key, rid, wire, attempt)
+            return
+        origin = origin_of(wire[W_URL])
+        state = self._robots.get(origin)
+        if state is None:
+            state = self._robots[origin] = Origin()
+            self._enqueue(key, 0, robots_wire(origin), 0)
+        if state.state in ("pending", "unavailable"):
+            state.held.append((rid, key, wire, attempt))
+            self._queued += 1
+        elif state.state == "failed":
+            self._drop(rid, "filtered/robots_unavailable")
+        elif state.allows(wire[W_URL], self.settings.user_agent):
+            self._enqueue(key, rid, wire, attempt)
+        else:
+            self._drop(rid, "filtered/robots")
+
+    def _drop(self, rid: int, reason: str) -> None:
+        self.stats[reason] += 1
+        if self._ops is not None:
+            self._ops.append(("done", rid))
+
+    def _robots_result(
+        self, key: str, wire: WireRequest, reason: str, text: str, now: float
+    ) -> None:
+        assert self._robots is not None
+        origin = self._robots[origin_of(wire[W_URL])]
+        self.stats[f"robots/{reason}"] += 1
+        if reason == "ok":
+            origin.load(text)
+            host = self._hosts[key]
+            host.floor = max(host.floor, origin.crawl_delay(self.settings.user_agent))
+            host.delay = max(host.delay, host.floor)
+        elif reason == "missing":
+            origin.state = "ready"
+        else:
+            origin.attempts += 1
+            if origin.attempts <= self.settings.max_retries:
+                origin.state = "unavailable"  # nothing from this origin until it answers
+                self._retry_later(key, 0, wire, origin.attempts, now, 0.0)
+                return
+            origin.state = "failed"
+        held, origin.held = origin.held, []
+        self._queued -= len(held)
+        for rid, host_key, held_wire, attempt in held:
+            self._admit(rid, host_key, held_wire, attempt)
 
     def _enqueue(self, host_key: str, rid: int, wire: WireRequest, attempt: int) -> None:
         host = self._hosts.get(host_key)
         if host is None:
             host = self._hosts[host_key] = _Host()
+            host.delay = self._throttle.min_delay
         host.put(rid, wire, attempt)
         self._queued += 1
         if not host.scheduled:
@@ -211,7 +273,7 @@ class Frontier:
                 heapq.heappush(waiting, (hosts[key].next_at, key))
             else:
                 ready.append(key)
-        delay = self.settings.delay_s
+        throttle = self._throttle
         max_pages = self.settings.max_pages
         deadline = now + self.settings.lease_timeout_s
         leases: list[Lease] = []
@@ -221,13 +283,15 @@ class Frontier:
             if host.next_at > now:  # an ack pushed this host back after it became ready
                 heapq.heappush(waiting, (host.next_at, key))
                 continue
-            if max_pages and host.peek_attempt() == 0 and self._handed_out >= max_pages:
-                self._close("max_pages")
-                break
+            if max_pages and self._handed_out >= max_pages:
+                head_rid, _, head_attempt = host.peek()
+                if head_rid and head_attempt == 0:
+                    self._close("max_pages")
+                    break
             host.scheduled = False
             rid, wire, attempt = host.take()
             self._queued -= 1
-            if attempt == 0:
+            if attempt == 0 and rid:
                 self._handed_out += 1
             lease_id = self._next_lease
             self._next_lease += 1
@@ -235,8 +299,8 @@ class Frontier:
             state.leases.add(lease_id)
             leases.append((lease_id, attempt, wire))
             host.in_flight += 1
-            if delay:
-                host.next_at = now + delay
+            if host.delay:
+                host.next_at = now + throttle.gap(host.delay)
             self._schedule(key, host, now)
         if leases:
             heapq.heappush(self._deadlines, deadline)
@@ -261,13 +325,12 @@ class Frontier:
         _, rid, wire, attempt, _, key = lease
         host = self._hosts[key]
         host.in_flight -= 1
-        delay = self.settings.delay_s
-        if delay:
-            # The worker may have fetched this later than we leased it: count the gap from
-            # now as well, so two fetches of one host are never closer than delay_s.
-            host.next_at = max(host.next_at, now + delay)
+        if kind != "release":
+            self._note_response(host, kind, info, now)
         stats = self.stats
-        if kind == "release":
+        if kind == "robots":
+            self._robots_result(key, wire, reason, items[0] if items else "", now)
+        elif kind == "release":
             if attempt == 0:
                 self._handed_out -= 1  # handed back unstarted: not a page against max_pages
             self._requeue(key, rid, wire, attempt, now, 0.0)
@@ -301,6 +364,22 @@ class Frontier:
                 self._accept_items(items)
         self._schedule(key, host, now)
         return True
+
+    def _note_response(
+        self, host: _Host, kind: str, info: tuple[int, float, float], now: float
+    ) -> None:
+        status, latency, retry_after = info
+        failed = kind in ("fail", "retry") and not status  # no HTTP answer at all
+        host.failures = host.failures + 1 if failed else 0
+        host.delay = self._throttle.update(
+            host.delay, host.floor, status, latency, failed, host.failures
+        )
+        if host.delay:
+            # The worker may have fetched this later than we leased it: count the gap from
+            # now as well, so two fetches of one host are never closer than its delay.
+            host.next_at = max(host.next_at, now + host.delay)
+        if retry_after:
+            host.next_at = max(host.next_at, now + min(retry_after, self._throttle.max_delay))
 
     def _accept_items(self, items: list[str]) -> None:
         max_items = self.settings.max_items
@@ -382,8 +461,10 @@ class Frontier:
             host = self._hosts[key]
             host.in_flight -= 1
             self.stats["leases/reclaimed"] += 1
+            if not rid and wire[W_CALLBACK] == ROBOTS_CALLBACK:
+                self._robots_result(key, wire, "unavailable", "", now)
             # A reclaimed request may have been what killed its worker: count it as an attempt.
-            if attempt < self.settings.max_retries:
+            elif attempt < self.settings.max_retries:
                 self._requeue(key, rid, wire, attempt + 1, now, 0.0)
             else:
                 self.stats["failed/worker_lost"] += 1
@@ -448,6 +529,8 @@ class Frontier:
                         "in_flight": h.in_flight,
                         "pages": h.pages,
                         "errors": h.errors,
+                        "delay_s": round(h.delay, 3),
+                        "failures": h.failures,
                     }
                     for key, h in self._hosts.items()
                 },
@@ -480,7 +563,7 @@ class Frontier:
             self._seen.update(fingerprints)
             last = 0
             for rid, host, wire, attempt in queued:
-                self._enqueue(host, rid, wire, attempt)
+                self._admit(rid, host, wire, attempt)
                 last = max(last, rid)
             self._next_rid = max(self._next_rid, last + 1)
             self.stats.update(stats)

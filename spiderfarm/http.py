@@ -50,6 +50,7 @@ WireRequest = tuple[
 ]
 # Final ints let the type checker see which field of the tuple each index reads.
 W_URL: Final = 0
+W_CALLBACK: Final = 1
 W_PRIORITY: Final = 6
 W_DONT_FILTER: Final = 7
 W_DEPTH: Final = 9

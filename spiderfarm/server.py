@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +25,7 @@ from .manager import ManagerServer
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
 from .settings import Settings
 from .spider import Spider, load_spider
-from .urls import Fingerprinter, host_of
+from .urls import Fingerprinter, domain_of, host_of
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ class FrontierService:
         logger.info("worker %s left", worker_id)
 
 
-def start_entries(spider: Spider) -> Iterable[PushEntry]:
+def start_entries(
+    spider: Spider, key_of: Callable[[str], str] = host_of
+) -> Iterable[PushEntry]:
     """The spider's start requests as frontier entries (plain data)."""
     fingerprinter = Fingerprinter()
     token = current_spider.set(spider)
@@ -100,7 +102,7 @@ def start_entries(spider: Spider) -> Iterable[PushEntry]:
                 )
             yield (
                 fingerprinter.fingerprint(req.url, req.method, req.body),
-                host_of(req.url),
+                key_of(req.url),
                 req.to_wire(),
             )
     except InvalidRequest as exc:
@@ -163,7 +165,8 @@ class FarmServer:
     def seed(self) -> int:
         """Push the start requests, in batches; returns how many were accepted."""
         accepted, batch = 0, []
-        for entry in start_entries(self.spider):
+        key_of = domain_of if self.settings.politeness_key == "domain" else host_of
+        for entry in start_entries(self.spider, key_of):
             batch.append(entry)
             if len(batch) >= 10_000:
                 accepted += self.frontier.push(batch)

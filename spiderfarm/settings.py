@@ -39,6 +39,11 @@ class Settings:
     verify_tls: bool = _opt(True, "verify TLS certificates", None)
     # crawl scope and limits, enforced by the frontier
     depth_limit: int = _opt(0, "deepest link depth followed; 0 means no limit")
+    depth_priority: int = _opt(
+        0,
+        "priority lowered by depth x this: positive for breadth-first, negative for depth-first",
+        None,
+    )
     max_pages: int = _opt(0, "stop after this many requests are handed out; 0 means no limit")
     max_items: int = _opt(0, "stop after this many items are written; 0 means no limit")
     max_seconds: float = _opt(0.0, "stop after this many seconds; 0 means no limit")
@@ -48,6 +53,14 @@ class Settings:
     # politeness, farm-wide
     per_host_concurrency: int = _opt(8, "requests in flight to one host across all workers", 1)
     delay_s: float = _opt(0.0, "least time between two requests to one host")
+    randomize_delay: bool = _opt(True, "wait 0.5-1.5x the host's delay, not exactly it", None)
+    autothrottle: bool = _opt(True, "adapt each host's delay to its latency and errors", None)
+    autothrottle_target_concurrency: float = _opt(
+        4.0, "requests the throttle aims to have in flight to one host", 0.01
+    )
+    autothrottle_max_delay_s: float = _opt(60.0, "longest delay the throttle sets")
+    obey_robots: bool = _opt(True, "fetch robots.txt once per site and obey it", None)
+    politeness_key: str = _opt("host", "group requests for politeness by host or domain", None)
     # reliability
     max_retries: int = _opt(2, "retries after the first attempt for network errors and 408/429/5xx")
     retry_http_codes: tuple[int, ...] = _opt(
@@ -61,6 +74,10 @@ class Settings:
     worker_timeout_s: float = _opt(10.0, "a worker silent this long is dead; its work requeued", 1)
 
     def __post_init__(self) -> None:
+        if self.politeness_key not in ("host", "domain"):
+            raise SettingsError(
+                f"setting politeness_key={self.politeness_key!r} must be 'host' or 'domain'"
+            )
         for f in dataclasses.fields(self):
             minimum = f.metadata.get("min")
             value = getattr(self, f.name)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
+import tldextract
 from w3lib.url import canonicalize_url, safe_url_string
 
 __all__ = [
     "FETCHABLE_SCHEMES",
     "MAX_URL_LENGTH",
     "Fingerprinter",
+    "domain_of",
     "host_allowed",
     "host_of",
     "safe_url",
@@ -71,13 +74,41 @@ def safe_url(url: str) -> str:
 
 
 def host_of(url: str) -> str:
-    """The politeness key of ``url``: its lower-case host (without port)."""
-    return urlsplit(url).hostname or ""
+    """The politeness key of ``url`` by host: its lower-case host, with the port if the
+    URL names one (two servers on one machine are two sites)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    port = parts.port
+    return f"{host}:{port}" if port else host
+
+
+_extract: Any = None
+
+
+def domain_of(url: str) -> str:
+    """The politeness key of ``url`` by registered domain (``a.b.example.co.uk`` ->
+    ``example.co.uk``), from the public suffix list bundled with tldextract (offline)."""
+    global _extract
+    if _extract is None:  # loading the suffix list takes a moment: only when asked
+        _extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    host = urlsplit(url).hostname or ""
+    parts = _extract(host)
+    domain = getattr(parts, "top_domain_under_public_suffix", None) or parts.registered_domain
+    return str(domain or host)
 
 
 def host_allowed(host: str, allowed: frozenset[str]) -> bool:
-    """True when ``host`` is one of ``allowed`` or a subdomain of one (Scrapy's rule)."""
+    """True when ``host`` (a politeness key, port allowed) is one of ``allowed`` or a
+    subdomain of one (Scrapy's rule)."""
     if not allowed or host in allowed:
+        return True
+    if host.startswith("["):
+        host = host[1 : host.index("]")]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host in allowed:
         return True
     dot = host.find(".")
     while dot != -1:

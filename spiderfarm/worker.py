@@ -31,10 +31,11 @@ from .errors import CloseSpider, FetchError, IgnoreRequest
 from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
 from .http import Request, Response, current_spider
+from .politeness import ROBOTS_CALLBACK, ROBOTS_MAX_BYTES
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE
 from .settings import Settings
 from .spider import Spider, load_spider
-from .urls import Fingerprinter, host_of
+from .urls import Fingerprinter, domain_of, host_of
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class Worker:
             getattr(self.spider, "handle_httpstatus_list", ())
         )
         self._retry_codes = frozenset(self.settings.retry_http_codes)
+        self._depth_priority = self.settings.depth_priority
+        self._key_of = domain_of if self.settings.politeness_key == "domain" else host_of
         c = self.settings.concurrency
         self._hold = c + max(2, c // 2)  # leases held: the slots plus a prefetch buffer
         self._flush_at = max(1, c // 4)
@@ -203,9 +206,7 @@ class Worker:
             if self._outcomes or want >= self._flush_at or due:
                 outcomes, self._outcomes = self._outcomes, []
                 try:
-                    leases, refused, self._state = await client.exchange(
-                        worker_id, outcomes, want
-                    )
+                    leases, refused, self._state = await client.exchange(worker_id, outcomes, want)
                 except (ValueError, RemoteError) as exc:
                     # The server validated and refused this batch; its leases will expire
                     # and be retried. Crawling on beats dying over one bad batch.
@@ -251,6 +252,8 @@ class Worker:
     async def _process(self, lease: Lease) -> Outcome:
         lease_id, attempt, wire = lease
         request = Request.from_wire(wire)
+        if request.callback == ROBOTS_CALLBACK:
+            return await self._fetch_robots(lease_id, request)
         started = time.monotonic()
         try:
             response = await self._fetcher.fetch(request)
@@ -273,6 +276,23 @@ class Worker:
         kind = "close" if result.close_reason else "ok"
         reason = result.close_reason or result.error
         return (lease_id, kind, reason, result.requests, result.items, (status, latency, 0.0))
+
+    async def _fetch_robots(self, lease_id: int, request: Request) -> Outcome:
+        """robots.txt for the frontier (RFC 9309): 2xx is parsed there, 4xx allows all,
+        5xx or no answer allows nothing until a retry succeeds."""
+        started = time.monotonic()
+        try:
+            response = await self._fetcher.fetch(request)
+        except FetchError as exc:
+            logger.info("robots.txt unavailable: %s", exc)
+            return (lease_id, "robots", "unavailable", [], [], (0, time.monotonic() - started, 0.0))
+        info = (response.status, time.monotonic() - started, 0.0)
+        if 200 <= response.status < 300:
+            text = response.body[:ROBOTS_MAX_BYTES].decode("utf-8", "replace")
+            return (lease_id, "robots", "ok", [], [text], info)
+        if 400 <= response.status < 500:
+            return (lease_id, "robots", "missing", [], [], info)
+        return (lease_id, "robots", "unavailable", [], [], info)
 
     async def _failed(
         self,
@@ -328,6 +348,8 @@ class Worker:
         if isinstance(value, Request):
             depth = parent.depth + 1
             value.depth = depth
+            if self._depth_priority:
+                value.priority -= depth * self._depth_priority
             fp = self._fingerprinter.fingerprint(value.url, value.method, value.body)
             if not value.dont_filter:
                 # Drop repeats before they cross the wire; the server dedups for the farm.
@@ -340,7 +362,7 @@ class Worker:
             if len(result.requests) >= MAX_LINKS_PER_PAGE:
                 result.error = "too_many_links"  # the server would refuse the whole batch
                 return
-            result.requests.append((fp, host_of(value.url), value.to_wire()))
+            result.requests.append((fp, self._key_of(value.url), value.to_wire()))
             return
         try:
             line = encode_item(value)

@@ -11,7 +11,7 @@ from spiderfarm import Request, Spider
 class CatalogueSpider(Spider):
     name = "catalogue"
     # The demo site is ours and local: crawl it as fast as the farm can.
-    custom_settings = {"per_host_concurrency": 128, "concurrency": 32}
+    custom_settings = {"per_host_concurrency": 128, "concurrency": 32, "autothrottle": False}
     start_url = "http://127.0.0.1:8001/"
 
     def start_requests(self):

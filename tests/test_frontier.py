@@ -61,9 +61,13 @@ def make(
 ) -> tuple[Frontier, Sink, Clock]:
     clock = clock or Clock()
     sink = Sink()
+    # The scheduling rules under test here, without robots.txt or adaptive delays
+    # (tests/test_politeness.py covers those).
+    plain = {"obey_robots": False, "autothrottle": False, "randomize_delay": False}
     frontier = Frontier(
-        Settings.merge(settings or {}), allowed_domains=allowed, write_items=sink, clock=clock
-    )
+        Settings.merge(plain, settings or {}), allowed_domains=allowed, write_items=sink,
+        clock=clock,
+    )  # fmt: skip
     return frontier, sink, clock
 
 
@@ -505,6 +509,8 @@ def test_fail_is_counted_and_not_requeued() -> None:
         "in_flight": 0,
         "pages": 0,
         "errors": 1,
+        "delay_s": 0.0,
+        "failures": 0,
     }
     assert sink.calls == []
 
@@ -848,8 +854,14 @@ def test_status_fields() -> None:
         "stats": {"requests/queued": 4, "filtered/duplicate": 1, "pages": 1, "items": 1},
         "dead_letters": [],
         "hosts": {
-            "a.test": {"queued": 2, "in_flight": 0, "pages": 1, "errors": 0},
-            "b.test": {"queued": 0, "in_flight": 1, "pages": 0, "errors": 0},
+            "a.test": {
+                "queued": 2, "in_flight": 0, "pages": 1, "errors": 0, "delay_s": 0.0,
+                "failures": 0,
+            },
+            "b.test": {
+                "queued": 0, "in_flight": 1, "pages": 0, "errors": 0, "delay_s": 0.0,
+                "failures": 0,
+            },
         },
     }
     assert b0[2][W_URL] == "http://b.test/0"

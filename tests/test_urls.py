@@ -108,13 +108,14 @@ def test_safe_url_rejects_a_space_inside_the_host() -> None:
 @pytest.mark.parametrize(
     ("url", "host"),
     [
-        ("http://Example.COM:8080/x", "example.com"),
+        ("http://Example.COM:8080/x", "example.com:8080"),
+        ("http://Example.COM/x", "example.com"),
         ("https://sub.example.com/", "sub.example.com"),
-        ("http://[::1]:8080/", "::1"),
+        ("http://[::1]:8080/", "[::1]:8080"),
         ("not a url", ""),
     ],
 )
-def test_host_of_is_the_lower_case_host_without_port(url: str, host: str) -> None:
+def test_host_of_is_the_lower_case_host_with_an_explicit_port(url: str, host: str) -> None:
     assert host_of(url) == host
 
 

@@ -1,0 +1,106 @@
+"""Farm-wide politeness rules the frontier applies: per-host delays and robots.txt.
+
+Pure logic, no locks and no sockets: the frontier calls these under its own lock, so one
+decision covers every worker of the farm.
+
+* **Throttle** — each host has a delay between request starts: at least ``delay_s`` and
+  the site's ``Crawl-delay``; with ``autothrottle`` it follows Scrapy's AutoThrottle
+  (``latency / target concurrency``, averaged), is raised sharply on 429/503, and backs
+  off a host whose connections keep failing. ``Retry-After`` holds the host that long.
+* **Robots** — robots.txt is fetched once per origin (scheme, host, port) by leasing a
+  request to a worker like any other; requests for that origin wait until it is known.
+  RFC 9309: 4xx allows all; 5xx or unreachable allows nothing while it lasts (the fetch
+  is retried); at most 500 KiB is parsed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from protego import Protego
+
+from .http import WireRequest
+
+__all__ = [
+    "ROBOTS_CALLBACK",
+    "ROBOTS_MAX_BYTES",
+    "Origin",
+    "Throttle",
+    "origin_of",
+    "robots_wire",
+]
+
+ROBOTS_CALLBACK = "__robots__"
+ROBOTS_MAX_BYTES = 500 * 1024
+_BACKOFF_AFTER_FAILURES = 3
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def robots_wire(origin: str) -> WireRequest:
+    """The request that fetches ``origin``'s robots.txt (never deduplicated)."""
+    return (origin + "/robots.txt", ROBOTS_CALLBACK, "GET", None, None, None, 0, True, None, 0,
+            None)  # fmt: skip
+
+
+class Throttle:
+    """Computes each host's delay from the settings and what the acks report."""
+
+    def __init__(self, settings: Any) -> None:
+        self.min_delay = settings.delay_s
+        self.randomize = settings.randomize_delay
+        self.adaptive = settings.autothrottle
+        self.target = settings.autothrottle_target_concurrency
+        self.max_delay = max(settings.autothrottle_max_delay_s, self.min_delay)
+
+    def gap(self, delay: float) -> float:
+        """The wait before the host's next request start (randomised 0.5-1.5x if set)."""
+        if delay and self.randomize:
+            return delay * random.uniform(0.5, 1.5)
+        return delay
+
+    def update(
+        self, delay: float, floor: float, status: int, latency: float, failed: bool,
+        failures: int,
+    ) -> float:  # fmt: skip
+        """The host's new delay after one response (or connection failure)."""
+        floor = max(floor, self.min_delay)
+        new = delay
+        if self.adaptive and status and latency > 0:
+            new = (delay + latency / self.target) / 2
+            if status != 200 and new < delay:
+                new = delay  # errors never speed a host up (AutoThrottle's rule)
+        if status in (429, 503):
+            new = max(delay * 2, 1.0)  # the server says slow down: do so sharply
+        if failed and failures >= _BACKOFF_AFTER_FAILURES:
+            new = max(delay * 2, 1.0)
+        return float(min(max(new, floor), self.max_delay))
+
+
+@dataclass(slots=True)
+class Origin:
+    """robots.txt state of one origin, and the requests that wait for it."""
+
+    state: str = "pending"  # pending -> ready | missing | unavailable (retrying) | failed
+    parser: Protego | None = None
+    held: list[tuple[int, str, WireRequest, int]] = field(default_factory=list)
+    attempts: int = 0
+
+    def allows(self, url: str, user_agent: str) -> bool:
+        return self.parser is None or bool(self.parser.can_fetch(url, user_agent))
+
+    def load(self, text: str) -> None:
+        self.parser = Protego.parse(text[:ROBOTS_MAX_BYTES])
+        self.state = "ready"
+
+    def crawl_delay(self, user_agent: str) -> float:
+        if self.parser is None:
+            return 0.0
+        delay = self.parser.crawl_delay(user_agent)
+        return float(delay) if delay else 0.0
