@@ -9,6 +9,7 @@ from __future__ import annotations
 from .errors import (
     CloseSpider,
     ConnectError,
+    DropItem,
     FeedError,
     FetchError,
     IgnoreRequest,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CloseSpider",
     "ConnectError",
+    "DropItem",
     "FeedError",
     "FetchError",
     "IgnoreRequest",

@@ -7,7 +7,8 @@
     ├── ConnectError           the server cannot be reached, or refused the authkey
     ├── FetchError             one request failed at the fetch boundary (reason is a short code)
     ├── CloseSpider            raised by a callback to end the crawl (Scrapy's name)
-    └── IgnoreRequest          raised by a callback or middleware to drop a request quietly
+    ├── IgnoreRequest          raised by a callback or middleware to drop a request quietly
+    └── DropItem               raised by an item pipeline to drop one item (counted)
 
 Every class passes all of its constructor arguments to ``super().__init__`` so that it
 pickles and unpickles unchanged (tests check this).
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "CloseSpider",
     "ConnectError",
+    "DropItem",
     "FeedError",
     "FetchError",
     "IgnoreRequest",
@@ -75,3 +77,7 @@ class CloseSpider(SpiderfarmError):
 
 class IgnoreRequest(SpiderfarmError):
     """Raise to drop one request without counting it as an error."""
+
+
+class DropItem(SpiderfarmError):
+    """Raise from an item pipeline's ``process_item`` to drop that item."""

@@ -325,6 +325,7 @@ class Fetcher:
                 allow_redirects=hops > 0,
                 # aiohttp fails on its Nth redirect response, so N-1 hops are followed.
                 max_redirects=hops + 1,
+                proxy=request.meta.get("proxy") if request.meta else None,
             ) as resp:
                 if hops == 0 and resp.status in _REDIRECT_STATUSES and "Location" in resp.headers:
                     raise FetchError(url, "too_many_redirects", "max_redirects=0")

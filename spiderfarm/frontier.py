@@ -356,8 +356,9 @@ class Frontier:
                 self._ops.append(("done", rid))
             if kind == "close":  # a callback raised CloseSpider(reason)
                 self._close(reason)
-            elif reason:  # the page was fetched but a callback failed part-way
-                stats[f"errors/{reason}"] += 1
+            elif reason:  # counters the worker noted: callback errors, dropped items ...
+                for note in reason.split(","):
+                    stats[note if "/" in note else f"errors/{note}"] += 1
             if new_requests:
                 self._push(new_requests)
             if items:

@@ -47,6 +47,12 @@ class Settings:
     max_pages: int = _opt(0, "stop after this many requests are handed out; 0 means no limit")
     max_items: int = _opt(0, "stop after this many items are written; 0 means no limit")
     max_seconds: float = _opt(0.0, "stop after this many seconds; 0 means no limit")
+    downloader_middlewares: tuple[str, ...] = _opt(
+        (), "import paths of downloader middlewares, in order (comma-separated with -s)", None
+    )
+    item_pipelines: tuple[str, ...] = _opt(
+        (), "import paths of item pipelines, in order (comma-separated with -s)", None
+    )
     handle_httpstatus_list: tuple[int, ...] = _opt(
         (), "non-2xx statuses passed to callbacks instead of failing", None
     )
@@ -143,6 +149,8 @@ def _convert(key: str, value: Any) -> Any:
         if kind.startswith("tuple"):
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]
+            if kind == "tuple[str, ...]":
+                return tuple(str(v) for v in value)
             return tuple(int(v) for v in value)
         if kind.startswith("dict"):
             if isinstance(value, str):

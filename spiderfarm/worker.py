@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from .client import FrontierClient
-from .errors import CloseSpider, FetchError, IgnoreRequest
+from .errors import CloseSpider, DropItem, FetchError, IgnoreRequest
 from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
 from .http import Request, Response, current_spider
+from .middleware import Middlewares, Pipelines, load_components
 from .politeness import ROBOTS_CALLBACK, ROBOTS_MAX_BYTES
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE
 from .settings import Settings
@@ -77,12 +78,15 @@ def encode_item(item: Any) -> str:
 
 
 class _CallbackResult:
-    __slots__ = ("close_reason", "error", "items", "requests")
+    __slots__ = ("close_reason", "items", "notes", "raw", "requests")
 
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.raw: list[Any] = []  # items waiting for the pipelines
         self.requests: list[PushEntry] = []
-        self.error = ""
+        # Counter names for the frontier's stats: "callback_error" counts as
+        # errors/callback_error, a name with a slash ("items/dropped") as it is.
+        self.notes: list[str] = []
         self.close_reason = ""
 
 
@@ -131,6 +135,14 @@ class Worker:
         self._retry_codes = frozenset(self.settings.retry_http_codes)
         self._depth_priority = self.settings.depth_priority
         self._key_of = domain_of if self.settings.politeness_key == "domain" else host_of
+        spider = self.spider
+        mws = [
+            *self.settings.downloader_middlewares,
+            *getattr(spider, "downloader_middlewares", ()),
+        ]
+        pls = [*self.settings.item_pipelines, *getattr(spider, "item_pipelines", ())]
+        self._middlewares = Middlewares(load_components(mws, spider), spider) if mws else None
+        self._pipelines = Pipelines(load_components(pls, spider), spider) if pls else None
         c = self.settings.concurrency
         self._hold = c + max(2, c // 2)  # leases held: the slots plus a prefetch buffer
         self._flush_at = max(1, c // 4)
@@ -144,6 +156,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+        if self._pipelines is not None:
+            await self._pipelines.open()
         try:
             async with Fetcher(self.settings) as fetcher:
                 self._fetcher = fetcher
@@ -160,6 +174,8 @@ class Worker:
                     await asyncio.gather(*slots, return_exceptions=True)
             await self.client.bye(self.worker_id)
         finally:
+            if self._pipelines is not None:
+                await self._pipelines.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await self.client.close()
@@ -255,14 +271,36 @@ class Worker:
         if request.callback == ROBOTS_CALLBACK:
             return await self._fetch_robots(lease_id, request)
         started = time.monotonic()
+        mw = self._middlewares
+        response: Response | Request | None = None
         try:
-            response = await self._fetcher.fetch(request)
-        except FetchError as exc:
-            latency = time.monotonic() - started
-            retry = exc.reason in RETRYABLE_REASONS
-            logger.debug("fetch failed: %s", exc)
-            return await self._failed(request, lease_id, attempt, exc, retry, (0, latency, 0.0))
+            if mw is not None:
+                response = await mw.request(request)
+            if response is None:
+                try:
+                    response = await self._fetcher.fetch(request)
+                except FetchError as exc:
+                    if mw is not None:
+                        response = await mw.exception(request, exc)
+                    if response is None:
+                        latency = time.monotonic() - started
+                        retry = exc.reason in RETRYABLE_REASONS
+                        logger.debug("fetch failed: %s", exc)
+                        info = (0, latency, 0.0)
+                        return await self._failed(request, lease_id, attempt, exc, retry, info)
+            if mw is not None and isinstance(response, Response):
+                response = await mw.response(request, response)
+        except IgnoreRequest:
+            return (lease_id, "ok", "filtered/ignored", [], [], _NO_INFO)
+        except Exception:
+            logger.exception("downloader middleware failed on %s", request.url)
+            return (lease_id, "fail", "middleware_error", [], [], _NO_INFO)
         latency = time.monotonic() - started
+        if isinstance(response, Request):  # a middleware asked for another request instead
+            result = _CallbackResult()
+            self._collect(response, request, result, depth=request.depth)
+            notes = ",".join(["requests/rescheduled", *result.notes])
+            return (lease_id, "ok", notes, result.requests, [], (0, latency, 0.0))
         self.pages += 1
         status = response.status
         if not 200 <= status < 300 and status not in self._handle_status:
@@ -274,7 +312,7 @@ class Worker:
             )
         result = await self._run_callback(request, response, request.callback or "parse")
         kind = "close" if result.close_reason else "ok"
-        reason = result.close_reason or result.error
+        reason = result.close_reason or ",".join(result.notes)
         return (lease_id, kind, reason, result.requests, result.items, (status, latency, 0.0))
 
     async def _fetch_robots(self, lease_id: int, request: Request) -> Outcome:
@@ -337,16 +375,36 @@ class Worker:
             logger.exception(
                 "spider %s: callback %s failed on %s", self.spider.name, name, request.url
             )
-            result.error = "callback_error"
+            result.notes.append("callback_error")
         finally:
             current_spider.reset(token)
+        if result.raw:
+            await self._run_pipelines(result, request)
         return result
 
-    def _collect(self, value: Any, parent: Request, result: _CallbackResult) -> None:
+    async def _run_pipelines(self, result: _CallbackResult, request: Request) -> None:
+        assert self._pipelines is not None
+        for item in result.raw:
+            try:
+                item = await self._pipelines.process(item)
+            except DropItem as exc:
+                logger.debug("item dropped on %s: %s", request.url, exc)
+                result.notes.append("items/dropped")
+                continue
+            except Exception:
+                logger.exception("item pipeline failed on an item from %s", request.url)
+                result.notes.append("pipeline_error")
+                continue
+            self._encode(item, request, result)
+        result.raw = []
+
+    def _collect(
+        self, value: Any, parent: Request, result: _CallbackResult, depth: int | None = None
+    ) -> None:
         if value is None:
             return
         if isinstance(value, Request):
-            depth = parent.depth + 1
+            depth = parent.depth + 1 if depth is None else depth
             value.depth = depth
             if self._depth_priority:
                 value.priority -= depth * self._depth_priority
@@ -360,12 +418,18 @@ class Worker:
                     self._sent.clear()
                 self._sent[fp] = depth
             if len(result.requests) >= MAX_LINKS_PER_PAGE:
-                result.error = "too_many_links"  # the server would refuse the whole batch
+                if "too_many_links" not in result.notes:  # the server would refuse the batch
+                    result.notes.append("too_many_links")
                 return
             result.requests.append((fp, self._key_of(value.url), value.to_wire()))
-            return
+        elif self._pipelines is not None:
+            result.raw.append(value)
+        else:
+            self._encode(value, parent, result)
+
+    def _encode(self, item: Any, parent: Request, result: _CallbackResult) -> None:
         try:
-            line = encode_item(value)
+            line = encode_item(item)
             if len(line) > MAX_ITEM_BYTES:
                 raise ValueError(f"item is {len(line)} bytes, over the {MAX_ITEM_BYTES} cap")
             result.items.append(line)
@@ -373,7 +437,7 @@ class Worker:
             logger.error(
                 "spider %s: dropping an item from %s: %s", self.spider.name, parent.url, exc
             )
-            result.error = "bad_item"
+            result.notes.append("bad_item")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import spiderfarm.errors as errors_module
 from spiderfarm.errors import (
     CloseSpider,
     ConnectError,
+    DropItem,
     FeedError,
     FetchError,
     IgnoreRequest,
@@ -29,6 +30,7 @@ SIMPLE = [
     ConnectError,
     IgnoreRequest,
     InvalidRequest,
+    DropItem,
 ]
 
 
@@ -50,6 +52,7 @@ def test_the_module_exports_exactly_the_documented_tree() -> None:
     assert errors_module.__all__ == [
         "CloseSpider",
         "ConnectError",
+        "DropItem",
         "FeedError",
         "FetchError",
         "IgnoreRequest",
