@@ -59,7 +59,9 @@ class Settings:
     # politeness, farm-wide
     per_host_concurrency: int = _opt(8, "requests in flight to one host across all workers", 1)
     delay_s: float = _opt(0.0, "least time between two requests to one host")
-    randomize_delay: bool = _opt(True, "wait 0.5-1.5x the host's delay, not exactly it", None)
+    randomize_delay: bool = _opt(
+        False, "wait 0.5-1.5x the host's delay instead of exactly it", None
+    )
     autothrottle: bool = _opt(True, "adapt each host's delay to its latency and errors", None)
     autothrottle_target_concurrency: float = _opt(
         4.0, "requests the throttle aims to have in flight to one host", 0.01
