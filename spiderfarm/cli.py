@@ -142,6 +142,12 @@ def summary_lines(status: dict[str, Any], output: str | None) -> list[str]:
     filtered = {k: v for k, v in stats.items() if k.startswith(("filtered/", "retries/"))}
     for key in sorted(filtered):
         lines.append(f"  {key}: {filtered[key]}")
+    for host, h in sorted(status.get("hosts", {}).items()):
+        if h["failures"] >= 3:
+            lines.append(
+                f"  host backed off: {host} ({h['failures']} connection failures in a row, "
+                f"delay {h['delay_s']}s)"
+            )
     for url, reason, attempts in status["dead_letters"][:20]:
         lines.append(f"  dead letter: {url} ({reason}, {attempts} attempts)")
     if len(status["dead_letters"]) > 20:

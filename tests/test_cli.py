@@ -216,3 +216,27 @@ def test_status_command_reports_a_running_server(tmp_path: Path, site: str) -> N
         assert status["in_flight"] == 0
     finally:
         server.stop()
+
+
+def test_summary_names_a_host_that_keeps_failing(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on: every connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = write_spider(
+        tmp_path,
+        f"""
+        from spiderfarm import Spider
+
+        class Dead(Spider):
+            name = "dead"
+            custom_settings = {{"max_retries": 0, "obey_robots": False}}
+            start_urls = [f"http://127.0.0.1:{port}/{{n}}" for n in range(4)]
+        """,
+    )
+    result = run_cli(["crawl", str(path), "--workers", "1"])
+    assert result.returncode == 0, result.stderr
+    assert "crawl finished: 0 pages, 0 items, 4 errors" in result.stdout
+    assert "failed/refused: 4" in result.stdout
+    assert f"host backed off: 127.0.0.1:{port} (4 connection failures in a row" in result.stdout
