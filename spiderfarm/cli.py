@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .client import FrontierClient
 from .errors import SpiderfarmError
 from .security import (
     AUTHKEY_ENV,
@@ -219,7 +220,7 @@ def run_crawl(args: argparse.Namespace) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    status = server.frontier.status()
+    status = server.frontier.status(detail=True)
     server.stop()
     for line in summary_lines(status, args.output):
         print(line, flush=True)
@@ -280,19 +281,16 @@ def _default_spiders_dir() -> Path:
 
 # -- status ----------------------------------------------------------------------------
 def run_status(args: argparse.Namespace) -> int:
-    from .client import FrontierClient
-
     key = _require_authkey(args.authkey_file)
 
     async def go() -> dict[str, Any]:
         client = FrontierClient(parse_address(args.connect), key, give_up_s=5)
         try:
-            return await client.status()
+            return await client.status(detail=args.hosts)
         finally:
             await client.close()
 
     status = _run_async(go())
-    status.pop("hosts", None) if not args.hosts else None
     print(json.dumps(status, indent=2, sort_keys=True))
     return 0
 
@@ -347,7 +345,9 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print a running server's state as JSON")
     status.add_argument("--connect", required=True, metavar="HOST:PORT")
     status.add_argument("--authkey-file")
-    status.add_argument("--hosts", action="store_true", help="include per-host figures")
+    status.add_argument(
+        "--hosts", action="store_true", help="include per-host figures and dead letters"
+    )
     status.add_argument("--log-level", default="WARNING")
     return parser
 
@@ -420,7 +420,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         server.stop()
         return 130
-    status = server.frontier.status()
+    status = server.frontier.status(detail=True)
     server.stop()
     for line in summary_lines(status, args.output):
         print(line, flush=True)
@@ -429,8 +429,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """``python -m spiderfarm.worker``: connect to a server and crawl until it is done."""
-    from .client import FrontierClient
-    from .worker import Worker
+    from .worker import Worker  # here, not at the top: only workers need aiohttp loaded
 
     parser = argparse.ArgumentParser(
         prog="python -m spiderfarm.worker", description="Crawl for a spiderfarm server."

@@ -159,8 +159,8 @@ class FrontierClient:
             await self.call("exchange", worker_id, outcomes, want),
         )
 
-    async def status(self) -> dict[str, Any]:
-        return cast(dict[str, Any], await self.call("status"))
+    async def status(self, detail: bool = False) -> dict[str, Any]:
+        return cast(dict[str, Any], await self.call("status", detail))
 
     async def bye(self, worker_id: str) -> None:
         await self.call("bye", worker_id)

@@ -192,6 +192,19 @@ class _BrotliDecoder:
             raise _BadEncoding(f"brotli: {exc}") from None
 
 
+class _Refuse:
+    """A coding we cannot decode: fails on the first byte of body (an empty body, as in a
+    304 or a HEAD response, is fine)."""
+
+    def __init__(self, why: str) -> None:
+        self._why = why
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if data:
+            raise _BadEncoding(self._why)
+        yield from ()
+
+
 def _decoders(content_encoding: str) -> list[_Decoder]:
     """Decoders for a Content-Encoding value, in the order they apply to the body."""
     decoders: list[_Decoder] = []
@@ -200,11 +213,11 @@ def _decoders(content_encoding: str) -> list[_Decoder]:
         if coding in ("gzip", "x-gzip", "deflate"):
             decoders.append(_ZlibDecoder(gzip=coding != "deflate"))
         elif coding == "br":
-            if _brotli is None:
-                raise _BadEncoding("brotli (br) needs the Brotli >= 1.2 package")
-            decoders.append(_BrotliDecoder())
+            decoders.append(
+                _BrotliDecoder() if _brotli else _Refuse("br needs the Brotli >= 1.2 package")
+            )
         elif coding in ("zstd", "compress", "x-compress"):
-            raise _BadEncoding(f"{coding} is not supported")
+            decoders.append(_Refuse(f"{coding} is not supported"))
         # identity, and the odd non-coding ("utf-8", "binary") servers send: body as is
     return decoders
 
@@ -242,7 +255,7 @@ async def _read_body(
                     )
                 body += piece
         except _BadEncoding as exc:
-            encoding = resp.headers.get("Content-Encoding", "")
+            encoding = resp.headers.get("Content-Encoding", "")[:50]
             raise FetchError(url, "bad_encoding", f"Content-Encoding {encoding}: {exc}") from None
     return bytes(body)
 
@@ -332,10 +345,7 @@ class Fetcher:
                 length = resp.content_length
                 if length is not None and length > limit:
                     raise FetchError(url, "too_large", f"Content-Length {length} > {limit}")
-                try:
-                    decoders = _decoders(",".join(resp.headers.getall("Content-Encoding", ())))
-                except _BadEncoding as exc:
-                    raise FetchError(url, "bad_encoding", str(exc)) from None
+                decoders = _decoders(",".join(resp.headers.getall("Content-Encoding", ())))
                 body = await _read_body(resp, limit, url, decoders)
                 return Response(str(resp.url), resp.status, resp.headers, body, request)
         except FetchError:
@@ -345,7 +355,7 @@ class Fetcher:
         except aiohttp.TooManyRedirects:
             raise FetchError(url, "too_many_redirects", f"more than {hops} redirects") from None
         except (aiohttp.NonHttpUrlRedirectClientError, aiohttp.InvalidUrlRedirectClientError) as e:
-            raise FetchError(url, "bad_redirect", str(e)) from None
+            raise FetchError(url, "bad_redirect", str(e)[:300]) from None
         except aiohttp.ClientConnectorCertificateError as e:
             raise FetchError(url, "tls_error", str(e.certificate_error)) from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as e:
@@ -360,7 +370,7 @@ class Fetcher:
         except aiohttp.ServerDisconnectedError:
             raise FetchError(url, "disconnected") from None
         except aiohttp.ClientPayloadError as e:
-            raise FetchError(url, _payload_reason(e), str(e)) from None
+            raise FetchError(url, _payload_reason(e), str(e)[:300]) from None
         except aiohttp.ClientResponseError as e:
             raise FetchError(url, "bad_response", f"{e.status} {e.message}"[:300]) from None
         except (aiohttp.InvalidURL, ValueError, UnicodeError) as e:

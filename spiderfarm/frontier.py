@@ -509,12 +509,13 @@ class Frontier:
             self.close_reason = self.close_reason or "finished"
             self.finished_at = now
 
-    def status(self) -> dict[str, Any]:
-        """A snapshot of plain data for progress lines, ``status`` and the summary."""
+    def status(self, detail: bool = False) -> dict[str, Any]:
+        """A snapshot of plain data for progress lines, ``status`` and the summary;
+        ``detail`` adds every host and dead letter (costly on big crawls: not per tick)."""
         with self._lock:
             now = self._clock()
             end = self.finished_at or now
-            return {
+            snapshot: dict[str, Any] = {
                 "state": self.state,
                 "close_reason": self.close_reason,
                 "queued": self._queued,
@@ -523,8 +524,10 @@ class Frontier:
                 "workers": sum(w.alive for w in self._workers.values()),
                 "elapsed_s": end - self.started_at,
                 "stats": dict(self.stats),
-                "dead_letters": list(self.dead_letters),
-                "hosts": {
+            }
+            if detail:
+                snapshot["dead_letters"] = list(self.dead_letters)
+                snapshot["hosts"] = {
                     key: {
                         "queued": sum(len(b) for b in h.buckets.values()),
                         "in_flight": h.in_flight,
@@ -534,8 +537,8 @@ class Frontier:
                         "failures": h.failures,
                     }
                     for key, h in self._hosts.items()
-                },
-            }
+                }
+            return snapshot
 
     # -- persistence (see journal.py) ---------------------------------------------
     def flush_feed(self, flush: Callable[[], None]) -> None:

@@ -77,8 +77,8 @@ class FrontierService:
             raise
         return self._frontier.exchange(worker_id, outcomes, want)
 
-    def status(self) -> dict[str, Any]:
-        return self._frontier.status()
+    def status(self, detail: bool = False) -> dict[str, Any]:
+        return self._frontier.status(detail is True)
 
     def bye(self, worker_id: str) -> None:
         self._frontier.forget_worker(worker_id)

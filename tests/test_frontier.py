@@ -283,13 +283,13 @@ def test_per_host_concurrency_caps_leases_across_workers() -> None:
     first = lease(frontier, "w1")
     assert urls(first) == ["http://a.test/0", "http://b.test/0", "http://a.test/1"]
     assert lease(frontier, "w2") == []
-    assert frontier.status()["hosts"]["a.test"]["in_flight"] == 2
+    assert frontier.status(detail=True)["hosts"]["a.test"]["in_flight"] == 2
     # Acking one a.test lease frees exactly one slot, for whichever worker asks.
     leases, refused, _ = frontier.exchange("w1", [ok(first[0][0])], 0)
     assert (leases, refused) == ([], [])
     assert urls(lease(frontier, "w2")) == ["http://a.test/2"]
     assert lease(frontier, "w1") == []
-    assert frontier.status()["hosts"]["a.test"]["in_flight"] == 2
+    assert frontier.status(detail=True)["hosts"]["a.test"]["in_flight"] == 2
 
 
 def test_delay_spaces_leases_of_one_host() -> None:
@@ -427,8 +427,8 @@ def test_retry_requeues_with_backoff_then_dead_letters() -> None:
     assert frontier.stats["retries/http_503"] == 2
     assert frontier.stats["failed/http_503"] == 1
     assert frontier.stats["dead_letters"] == 1
-    assert frontier.status()["dead_letters"] == [(url, "http_503", 3)]
-    assert frontier.status()["hosts"]["a.test"]["errors"] == 1
+    assert frontier.status(detail=True)["dead_letters"] == [(url, "http_503", 3)]
+    assert frontier.status(detail=True)["hosts"]["a.test"]["errors"] == 1
     assert sink.calls == []
 
 
@@ -504,7 +504,7 @@ def test_fail_is_counted_and_not_requeued() -> None:
     assert (refused, state) == ([], "finished")
     assert frontier.stats["failed/http_404"] == 1
     assert frontier.dead_letters == []
-    assert frontier.status()["hosts"]["a.test"] == {
+    assert frontier.status(detail=True)["hosts"]["a.test"] == {
         "queued": 0,
         "in_flight": 0,
         "pages": 0,
@@ -741,7 +741,7 @@ def test_max_pages_keeps_the_unleased_requests_accounted_for() -> None:
     frontier, _, _ = make({"max_pages": 2, "per_host_concurrency": 100})
     frontier.push([entry(f"http://a.test/{n}") for n in range(5)])
     assert len(lease(frontier)) == 2
-    status = frontier.status()
+    status = frontier.status(detail=True)
     assert status["state"] == "closing"
     assert status["queued"] == 3
     assert status["hosts"]["a.test"]["queued"] == 3
@@ -842,7 +842,7 @@ def test_status_fields() -> None:
     lease(frontier, "w2", want=0)  # w2 says hello: a live worker holding nothing
     frontier.exchange("w1", [ok(a0[0], items=[item(1)])], 0)
     clock.advance(5)
-    status = frontier.status()
+    status = frontier.status(detail=True)
     assert status == {
         "state": "running",
         "close_reason": "",
