@@ -140,7 +140,11 @@ def summary_lines(status: dict[str, Any], output: str | None) -> list[str]:
     ]
     for key in sorted(failed):
         lines.append(f"  {key}: {failed[key]}")
-    filtered = {k: v for k, v in stats.items() if k.startswith(("filtered/", "retries/"))}
+    filtered = {
+        k: v
+        for k, v in stats.items()
+        if k.startswith(("filtered/", "retries/", "items/")) or k == "robots/unavailable"
+    }
     for key in sorted(filtered):
         lines.append(f"  {key}: {filtered[key]}")
     for host, h in sorted(status.get("hosts", {}).items()):

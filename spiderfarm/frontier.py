@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .http import W_CALLBACK, W_DEPTH, W_DONT_FILTER, W_PRIORITY, W_URL, WireRequest
-from .politeness import ROBOTS_CALLBACK, Origin, Throttle, origin_of, robots_wire
+from .politeness import (
+    CONNECTION_FAILURES,
+    ROBOTS_CALLBACK,
+    Origin,
+    Throttle,
+    origin_of,
+    robots_wire,
+)
 from .settings import Settings
 from .urls import host_allowed
 
@@ -326,7 +333,7 @@ class Frontier:
         host = self._hosts[key]
         host.in_flight -= 1
         if kind != "release":
-            self._note_response(host, kind, info, now)
+            self._note_response(host, kind, reason, info, now)
         stats = self.stats
         if kind == "robots":
             self._robots_result(key, wire, reason, items[0] if items else "", now)
@@ -367,10 +374,11 @@ class Frontier:
         return True
 
     def _note_response(
-        self, host: _Host, kind: str, info: tuple[int, float, float], now: float
+        self, host: _Host, kind: str, reason: str, info: tuple[int, float, float], now: float
     ) -> None:
         status, latency, retry_after = info
-        failed = kind in ("fail", "retry") and not status  # no HTTP answer at all
+        # Only a host that does not answer is backed off, not one serving bad pages.
+        failed = kind in ("fail", "retry") and reason in CONNECTION_FAILURES
         host.failures = host.failures + 1 if failed else 0
         host.delay = self._throttle.update(
             host.delay, host.floor, status, latency, failed, host.failures

@@ -24,6 +24,7 @@ from protego import Protego
 from .http import WireRequest
 
 __all__ = [
+    "CONNECTION_FAILURES",
     "ROBOTS_CALLBACK",
     "ROBOTS_MAX_BYTES",
     "Origin",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 ROBOTS_CALLBACK = "__robots__"
+#: Failures that say the host itself is unwell (not its pages): these back a host off.
+CONNECTION_FAILURES = frozenset(
+    {"timeout", "refused", "connect_error", "dns_error", "disconnected", "network_error"}
+)
 ROBOTS_MAX_BYTES = 500 * 1024
 _BACKOFF_AFTER_FAILURES = 3
 

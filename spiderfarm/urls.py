@@ -70,6 +70,8 @@ def safe_url(url: str) -> str:
         raise ValueError(f"URL has no host: {url[:200]!r}")
     if not _HOST_RE.match(host):
         raise ValueError(f"invalid host name {host[:100]!r} in {url[:200]!r}")
+    if len(host) > 253 or any(len(label) > 63 for label in host.split(".")):
+        raise ValueError(f"host name too long (DNS allows 253, labels 63): {host[:100]!r}")
     return url
 
 

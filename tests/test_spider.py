@@ -339,7 +339,11 @@ def test_the_example_spiders_load_by_name(spiders_dir: Path) -> None:
         "quotes": "QuotesSpider",
         "links": "LinksSpider",
     }
-    assert found["catalogue"].custom_settings == {"per_host_concurrency": 128, "concurrency": 32}
+    assert found["catalogue"].custom_settings == {
+        "per_host_concurrency": 128,
+        "concurrency": 32,
+        "autothrottle": False,
+    }
 
 
 def test_the_example_spiders_load_by_path(spiders_dir: Path) -> None:
