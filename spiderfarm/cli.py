@@ -37,7 +37,6 @@ logger = logging.getLogger("spiderfarm")
 __all__ = ["main", "server_main", "worker_main"]
 
 
-
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),

@@ -139,7 +139,10 @@ def open_feed(path: str | os.PathLike[str], resume_at: int | None = None) -> Fee
                 elif size < resume_at:
                     logger.warning(
                         "feed %s is shorter than the job journal recorded (%d < %d bytes): "
-                        "items of the earlier run are missing from it", p, size, resume_at,
+                        "items of the earlier run are missing from it",
+                        p,
+                        size,
+                        resume_at,
                     )
         fh = p.open(
             "w" if resume_at is None else "a", encoding="utf-8", newline="", buffering=1 << 16

@@ -10,7 +10,8 @@ Protocol (all plain data):
 * ``exchange(worker, outcomes, want)`` applies a batch of outcomes atomically and leases
   up to ``want`` new requests in the same round trip. An outcome is
   ``(lease_id, kind, reason, new_requests, items, info)`` with ``kind`` one of
-  ``ok``, ``close``, ``fail``, ``retry`` or ``release``; items are JSON lines.
+  ``ok``, ``skip`` (done, not fetched), ``close``, ``fail``, ``retry``,
+  ``release`` or ``robots``; items are JSON lines.
 """
 
 from __future__ import annotations
@@ -214,6 +215,8 @@ class Frontier:
             host = self._hosts[key]
             host.floor = max(host.floor, origin.crawl_delay(self.settings.user_agent))
             host.delay = max(host.delay, host.floor)
+            if host.delay:
+                host.next_at = max(host.next_at, now + host.delay)
         elif reason == "missing":
             origin.state = "ready"
         else:
@@ -239,7 +242,10 @@ class Frontier:
             self._schedule(host_key, host, self._clock())
 
     def _schedule(self, key: str, host: _Host, now: float) -> None:
-        if host.scheduled or not host or host.in_flight >= self.settings.per_host_concurrency:
+        # With a fixed delay (delay_s or Crawl-delay) one request at a time: a worker may
+        # start a lease late, so only ack-to-lease spacing can promise the gap.
+        cap = 1 if host.floor or self._throttle.min_delay else self.settings.per_host_concurrency
+        if host.scheduled or not host or host.in_flight >= cap:
             return
         host.scheduled = True
         if host.next_at > now:
@@ -357,8 +363,9 @@ class Frontier:
             if items:
                 self._accept_items(items)
         else:
-            host.pages += 1
-            stats["pages"] += 1
+            if kind != "skip":  # skip: a middleware ignored or replaced it, nothing fetched
+                host.pages += 1
+                stats["pages"] += 1
             if self._ops is not None:
                 self._ops.append(("done", rid))
             if kind == "close":  # a callback raised CloseSpider(reason)

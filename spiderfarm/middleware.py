@@ -74,6 +74,7 @@ class Middlewares:
 
     def __init__(self, components: list[Any], spider: Any) -> None:
         self.spider = spider
+        _require_hooks(components, ("process_request", "process_response", "process_exception"))
         self._requests = [c.process_request for c in components if hasattr(c, "process_request")]
         self._responses = [
             c.process_response for c in reversed(components) if hasattr(c, "process_response")
@@ -105,6 +106,15 @@ class Middlewares:
         return None
 
 
+def _require_hooks(components: list[Any], hooks: tuple[str, ...]) -> None:
+    for c in components:
+        if not any(hasattr(c, hook) for hook in hooks):
+            raise SettingsError(
+                f"component {type(c).__module__}.{type(c).__qualname__} has none of "
+                f"{', '.join(hooks)}: is it listed in the right setting?"
+            )
+
+
 def _checked(result: Any, method: Any) -> Response | Request:
     if isinstance(result, Response | Request):
         return result
@@ -119,6 +129,7 @@ class Pipelines:
 
     def __init__(self, components: list[Any], spider: Any) -> None:
         self.spider = spider
+        _require_hooks(components, ("process_item", "open_spider", "close_spider"))
         self._components = components
         self._process = [c.process_item for c in components if hasattr(c, "process_item")]
 

@@ -79,18 +79,26 @@ class Throttle:
         self, delay: float, floor: float, status: int, latency: float, failed: bool,
         failures: int,
     ) -> float:  # fmt: skip
-        """The host's new delay after one response (or connection failure)."""
+        """The host's new delay after one response (or connection failure).
+
+        Without ``autothrottle`` the delay is the floor again after any ordinary answer;
+        429/503 and repeated connection failures still back the host off meanwhile.
+        """
         floor = max(floor, self.min_delay)
-        new = delay
-        if self.adaptive and status and latency > 0:
-            new = (delay + latency / self.target) / 2
-            if status != 200 and new < delay:
-                new = delay  # errors never speed a host up (AutoThrottle's rule)
+        if self.adaptive:
+            new = delay
+            if status and latency > 0:
+                new = (delay + latency / self.target) / 2
+                if status != 200 and new < delay:
+                    new = delay  # errors never speed a host up (AutoThrottle's rule)
+        else:
+            new = floor if status else delay
         if status in (429, 503):
             new = max(delay * 2, 1.0)  # the server says slow down: do so sharply
         if failed and failures >= _BACKOFF_AFTER_FAILURES:
             new = max(delay * 2, 1.0)
-        return float(min(max(new, floor), self.max_delay))
+        # The floor (delay_s, Crawl-delay) wins even over the throttle's ceiling.
+        return float(max(min(new, self.max_delay), floor))
 
 
 @dataclass(slots=True)

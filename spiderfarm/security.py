@@ -161,7 +161,7 @@ def write_new_authkey(directory: str | None = None) -> tuple[bytes, Path]:
 
 
 # -- what workers may send ----------------------------------------------------------------
-_KINDS = frozenset({"ok", "close", "fail", "retry", "release", "robots"})
+_KINDS = frozenset({"ok", "skip", "close", "fail", "retry", "release", "robots"})
 
 
 def _fail(what: str) -> None:

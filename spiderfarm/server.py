@@ -87,9 +87,7 @@ class FrontierService:
         logger.info("worker %s left", worker_id)
 
 
-def start_entries(
-    spider: Spider, key_of: Callable[[str], str] = host_of
-) -> Iterable[PushEntry]:
+def start_entries(spider: Spider, key_of: Callable[[str], str] = host_of) -> Iterable[PushEntry]:
     """The spider's start requests as frontier entries (plain data)."""
     fingerprinter = Fingerprinter()
     token = current_spider.set(spider)

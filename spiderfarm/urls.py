@@ -97,7 +97,10 @@ def domain_of(url: str) -> str:
         _extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
     host = urlsplit(url).hostname or ""
     parts = _extract(host)
-    domain = getattr(parts, "top_domain_under_public_suffix", None) or parts.registered_domain
+    if hasattr(parts, "top_domain_under_public_suffix"):  # tldextract >= 5.3
+        domain = parts.top_domain_under_public_suffix
+    else:
+        domain = parts.registered_domain
     return str(domain or host)
 
 

@@ -291,7 +291,7 @@ class Worker:
             if mw is not None and isinstance(response, Response):
                 response = await mw.response(request, response)
         except IgnoreRequest:
-            return (lease_id, "ok", "filtered/ignored", [], [], _NO_INFO)
+            return (lease_id, "skip", "filtered/ignored", [], [], _NO_INFO)
         except Exception:
             logger.exception("downloader middleware failed on %s", request.url)
             return (lease_id, "fail", "middleware_error", [], [], _NO_INFO)
@@ -300,7 +300,7 @@ class Worker:
             result = _CallbackResult()
             self._collect(response, request, result, depth=request.depth)
             notes = ",".join(["requests/rescheduled", *result.notes])
-            return (lease_id, "ok", notes, result.requests, [], (0, latency, 0.0))
+            return (lease_id, "skip", notes, result.requests, [], _NO_INFO)
         self.pages += 1
         status = response.status
         if not 200 <= status < 300 and status not in self._handle_status:
@@ -320,8 +320,13 @@ class Worker:
         5xx or no answer allows nothing until a retry succeeds."""
         started = time.monotonic()
         try:
-            response = await self._fetcher.fetch(request)
-        except FetchError as exc:
+            # Middlewares see it too (a proxy-only farm must fetch robots.txt the same way).
+            early = await self._middlewares.request(request) if self._middlewares else None
+            if isinstance(early, Response):
+                response = early
+            else:
+                response = await self._fetcher.fetch(request)
+        except (FetchError, IgnoreRequest) as exc:
             logger.info("robots.txt unavailable: %s", exc)
             return (lease_id, "robots", "unavailable", [], [], (0, time.monotonic() - started, 0.0))
         info = (response.status, time.monotonic() - started, 0.0)

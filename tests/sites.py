@@ -25,22 +25,28 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TypeAlias
 
+import aiohttp
 from aiohttp import web
 
 __all__ = [
     "COUNTERS",
     "ENCODED_TEXT",
     "HITS",
+    "PROXIED",
     "REPO_ROOT",
+    "ROBOTS",
+    "SPANS",
     "Hit",
     "SiteServer",
     "SiteStartError",
+    "ThreadedSites",
     "captured_output",
+    "make_proxy_app",
     "make_test_app",
     "run_subprocess_site",
     "stop_subprocess",
@@ -57,6 +63,17 @@ HITS = web.AppKey("hits", list[Hit])
 
 COUNTERS = web.AppKey("counters", collections.Counter[str])
 """Requests seen per flaky endpoint, keyed ``"flaky/{key}"`` and ``"retry-after/{key}"``."""
+
+ROBOTS = web.AppKey("robots", tuple[int, str])
+"""Optional ``(status, body)`` that ``/robots.txt`` answers with; unset, it is a 404.
+Set it on a fresh app before serving it: ``app[ROBOTS] = (200, "User-agent: *\\n...")``."""
+
+SPANS = web.AppKey("spans", list[tuple[str, float, float]])
+"""``(path_qs, start, end)`` of every ``/timed/...`` request: ``time.monotonic()`` when
+its handler began and when it finished, so a test can tell whether two overlapped."""
+
+PROXIED = web.AppKey("proxied", list[str])
+"""Every absolute URI the ``make_proxy_app()`` proxy was asked for, in arrival order."""
 
 ENCODED_TEXT = "café"
 """The text that every ``/encoding/*`` page carries in ``<p id="text">``."""
@@ -255,7 +272,34 @@ async def _check_cookie(request: web.Request) -> web.Response:
 
 
 async def _robots(request: web.Request) -> web.Response:
-    return _html(_page("no robots.txt here"), status=404)
+    configured = request.app.get(ROBOTS)
+    if configured is None:
+        return _html(_page("no robots.txt here"), status=404)
+    status, body = configured
+    return web.Response(text=body, status=status, content_type="text/plain")
+
+
+async def _timed(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    try:
+        raw = request.query.get("delay", "0")
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise web.HTTPBadRequest(text=f"delay {raw!r} is not a number") from None
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        return _html(_page(request.match_info["name"]))
+    finally:  # recorded even if the client went away mid-sleep
+        request.app[SPANS].append((request.path_qs, started, time.monotonic()))
+
+
+async def _tree(request: web.Request) -> web.Response:
+    node = request.match_info["node"]
+    depth = _int_query(request, "depth", 2)
+    children = [node + c for c in "01"] if len(node) - 1 < depth else []
+    items = "".join(f'<li><a href="/tree/{c}?depth={depth}">{c}</a></li>' for c in children)
+    return _html(_page(node, f"<ul>{items}</ul>"))
 
 
 def make_test_app() -> web.Application:
@@ -282,11 +326,17 @@ def make_test_app() -> web.Application:
     - ``/echo-headers``: the request headers as a JSON object.
     - ``/set-cookie``: sets ``session=abc``; ``/check-cookie``: ``<p id="cookie">`` holds
       the ``session`` cookie or ``none``.
-    - ``/robots.txt``: 404.
+    - ``/robots.txt``: 404, or ``app[ROBOTS]`` (status, body) when set.
+    - ``/timed/{name}?delay=S``: sleeps S seconds (default 0), then a page titled
+      ``{name}``; the handler's start and end are recorded in ``app[SPANS]``.
+    - ``/tree/{node}?depth=D``: a binary tree of pages: node ``r`` at depth 0 links to
+      ``r0`` and ``r1``, ``r0`` to ``r00`` and ``r01`` ..., down to depth D (default 2):
+      ``2**(D+1) - 1`` pages in all.
     """
     app = web.Application(middlewares=[_record_hit])
     app[HITS] = []
     app[COUNTERS] = collections.Counter()
+    app[SPANS] = []
     app.router.add_get(r"/links/{n:\d+}", _links)
     app.router.add_get("/page/{name}", _named_page)
     app.router.add_get("/delay/{seconds}", _delay)
@@ -305,6 +355,52 @@ def make_test_app() -> web.Application:
     app.router.add_get("/set-cookie", _set_cookie)
     app.router.add_get("/check-cookie", _check_cookie)
     app.router.add_get("/robots.txt", _robots)
+    app.router.add_get("/timed/{name}", _timed)
+    app.router.add_get("/tree/{node:r[01]*}", _tree)
+    return app
+
+
+# -- a forward proxy ------------------------------------------------------------------
+
+_HOP_HEADERS = frozenset(
+    {"connection", "host", "keep-alive", "proxy-authorization", "proxy-connection", "te",
+     "trailer", "transfer-encoding", "upgrade"}
+)  # fmt: skip
+_SESSION = web.AppKey("proxy_session", aiohttp.ClientSession)
+
+
+async def _proxy_session(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        app[_SESSION] = session
+        yield
+
+
+async def _forward(request: web.Request) -> web.Response:
+    target = request.raw_path
+    if not target.startswith(("http://", "https://")):
+        raise web.HTTPBadRequest(text=f"a proxy expects an absolute URI, got {target!r}")
+    request.app[PROXIED].append(target)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+    headers["Via"] = "1.1 spiderfarm-test-proxy"
+    session = request.app[_SESSION]
+    async with session.request(
+        request.method, target, headers=headers, data=await request.read(),
+        allow_redirects=False,
+    ) as upstream:  # fmt: skip
+        body = await upstream.read()
+        keep = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
+        keep.pop("Content-Length", None)
+        return web.Response(body=body, status=upstream.status, headers=keep)
+
+
+def make_proxy_app() -> web.Application:
+    """A plain-HTTP forward proxy: it takes absolute-URI requests (``GET http://host/path``),
+    records each URI in ``app[PROXIED]``, adds ``Via: 1.1 spiderfarm-test-proxy`` and
+    fetches it. Anything but an absolute URI is a 400."""
+    app = web.Application()
+    app[PROXIED] = []
+    app.cleanup_ctx.append(_proxy_session)
+    app.router.add_route("*", "/{tail:.*}", _forward)
     return app
 
 
@@ -377,6 +473,53 @@ class SiteServer:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class ThreadedSites:
+    """Serve ``apps`` on ``127.0.0.1:0`` from a background thread's own event loop.
+
+    For a synchronous test (or a module-scoped fixture) that blocks on a crawl
+    subprocess while in-process sites answer it and record what they saw::
+
+        with ThreadedSites(make_test_app(), make_test_app()) as (a, b):
+            run_cli(["crawl", ..., "-a", f"a={a.url()}"])
+        hits = a.app[HITS]
+    """
+
+    def __init__(self, *apps: web.Application, timeout_s: float = 10.0) -> None:
+        self.servers = [SiteServer(app) for app in apps]
+        self._timeout_s = timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sites", daemon=True)
+
+    def _call(self, coro: Coroutine[object, object, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout_s)
+
+    def __enter__(self) -> list[SiteServer]:
+        self._thread.start()
+        try:
+            for server in self.servers:
+                self._call(server.start())
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self.servers
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            for server in self.servers:
+                self._call(server.close())
+            self._call(self._loop.shutdown_asyncgens())
+            self._call(self._loop.shutdown_default_executor())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(self._timeout_s)
+            self._loop.close()
 
 
 # -- running a site in a subprocess ---------------------------------------------------
