@@ -49,6 +49,8 @@ Outcome = tuple[int, str, str, list[PushEntry], list[str], tuple[int, float, flo
 Lease = tuple[int, int, WireRequest]  # lease_id, attempt, wire
 
 RUNNING, CLOSING, FINISHED = "running", "closing", "finished"
+#: How far back a throttled (not fixed-delay) host may bank unused request starts.
+BURST_S = 0.25
 
 
 class _Host:
@@ -241,10 +243,14 @@ class Frontier:
         if not host.scheduled:
             self._schedule(host_key, host, self._clock())
 
+    def _strict(self, host: _Host) -> bool:
+        """A fixed delay (delay_s or Crawl-delay) is a promise about every gap."""
+        return bool(host.floor or self._throttle.min_delay)
+
     def _schedule(self, key: str, host: _Host, now: float) -> None:
-        # With a fixed delay (delay_s or Crawl-delay) one request at a time: a worker may
-        # start a lease late, so only ack-to-lease spacing can promise the gap.
-        cap = 1 if host.floor or self._throttle.min_delay else self.settings.per_host_concurrency
+        # With a fixed delay one request at a time: a worker may start a lease late, so
+        # only ack-to-lease spacing can promise the gap.
+        cap = 1 if self._strict(host) else self.settings.per_host_concurrency
         if host.scheduled or not host or host.in_flight >= cap:
             return
         host.scheduled = True
@@ -313,7 +319,14 @@ class Frontier:
             leases.append((lease_id, attempt, wire))
             host.in_flight += 1
             if host.delay:
-                host.next_at = now + throttle.gap(host.delay)
+                if self._strict(host):
+                    host.next_at = now + throttle.gap(host.delay)
+                else:
+                    # A throttle delay is a rate: a host idle for a while may take a short
+                    # burst (bounded by per_host_concurrency), so one exchange can lease
+                    # several of its requests while starts still average one per delay.
+                    start = max(host.next_at, now - BURST_S)
+                    host.next_at = start + throttle.gap(host.delay)
             self._schedule(key, host, now)
         if leases:
             heapq.heappush(self._deadlines, deadline)
@@ -390,9 +403,11 @@ class Frontier:
         host.delay = self._throttle.update(
             host.delay, host.floor, status, latency, failed, host.failures
         )
-        if host.delay:
+        slow_down = status in (429, 503) or (failed and host.failures >= 3)
+        if host.delay and (slow_down or self._strict(host)):
             # The worker may have fetched this later than we leased it: count the gap from
-            # now as well, so two fetches of one host are never closer than its delay.
+            # now as well, so two fetches of one host are never closer than its delay
+            # (and a host that asked us to slow down gets its full delay at once).
             host.next_at = max(host.next_at, now + host.delay)
         if retry_after:
             host.next_at = max(host.next_at, now + min(retry_after, self._throttle.max_delay))

@@ -237,7 +237,7 @@ class Worker:
                 for lease in leases:
                     self._buffer.put_nowait(lease)
                 if want and not leases and not outcomes:
-                    idle_poll = min(idle_poll * 2, 0.5)  # nothing to do yet: back off
+                    idle_poll = min(idle_poll * 2, 0.1)  # nothing to do yet: back off
                 else:
                     idle_poll = 0.02
                 if self._outcomes or (want and leases):

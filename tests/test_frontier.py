@@ -295,11 +295,15 @@ def test_per_host_concurrency_caps_leases_across_workers() -> None:
 def test_delay_spaces_leases_of_one_host() -> None:
     frontier, _, clock = make({"delay_s": 2.0})
     frontier.push([entry(f"http://a.test/{n}") for n in range(3)] + [entry("http://b.test/0")])
-    assert urls(lease(frontier)) == ["http://a.test/0", "http://b.test/0"]
+    first = lease(frontier)
+    assert urls(first) == ["http://a.test/0", "http://b.test/0"]
+    frontier.exchange("w1", [ok(first[0][0])], 0)  # a fixed delay: one at a time per host
     clock.advance(1.999)
     assert lease(frontier) == []
     clock.advance(0.001)
-    assert urls(lease(frontier)) == ["http://a.test/1"]
+    second = lease(frontier)
+    assert urls(second) == ["http://a.test/1"]
+    frontier.exchange("w1", [ok(second[0][0])], 0)
     clock.advance(1.5)
     assert lease(frontier) == []
     clock.advance(0.5)
@@ -337,8 +341,9 @@ def test_delay_counts_from_the_ack_while_the_host_is_already_ready() -> None:
     frontier.push([entry(f"http://{h}.test/{n}") for h in "ab" for n in range(2)])
     first = lease(frontier, "w1", want=2)
     assert urls(first) == ["http://a.test/0", "http://b.test/0"]
+    frontier.exchange("w1", [ok(first[0][0])], 0)  # a.test acked at t=0: next from t=1
     clock.advance(1.0)
-    # Both hosts become ready; only a.test is leased, b.test stays in the ready queue.
+    # a.test is ready again; b.test is still out (a fixed delay: one at a time per host).
     assert urls(lease(frontier, "w2", want=1)) == ["http://a.test/1"]
     frontier.exchange("w1", [ok(first[1][0])], 0)  # b.test acked at t=1: next from t=2
     clock.advance(0.5)

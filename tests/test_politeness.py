@@ -634,3 +634,24 @@ def test_frontier_per_host_concurrency_applies_per_politeness_key(key_of: Any, l
     f, _ = frontier(obey_robots=False, per_host_concurrency=1)
     f.push([entry("http://a.example.com/1", key_of), entry("http://b.example.com/1", key_of)])
     assert len(lease(f)) == leased
+
+
+def test_frontier_throttled_host_bursts_but_keeps_its_rate() -> None:
+    """A throttle delay is a rate: an idle host may take a short burst in one exchange
+    (bounded by per_host_concurrency), then starts average one per delay."""
+    f, clock = frontier(autothrottle=True, obey_robots=False, per_host_concurrency=50)
+    f.push([entry(f"http://a.test/{n}") for n in range(100)])
+    (first,) = lease_n(f, 1)
+    ack(f, ok(first[0], latency=0.08))  # delay -> (0 + 0.08 / 4) / 2 = 0.01 s
+    assert f.status(detail=True)["hosts"]["a.test"]["delay_s"] == 0.01
+    clock.advance(1.0)  # idle: up to BURST_S / delay = 25 starts are banked
+    burst = lease(f)
+    assert len(burst) == 26
+    assert lease(f) == []  # the bank is spent: the next start is one delay away
+    clock.advance(0.01)
+    assert len(lease(f)) == 1
+
+
+def lease_n(f: Frontier, n: int) -> list[Lease]:
+    leases, _, _ = f.exchange("w1", [], n)
+    return leases

@@ -97,6 +97,16 @@ def wait_for_items(out: Path, n: int, timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 
+def wait_until_crawling(server: ServerProcess, worker: subprocess.Popen[str], out: Path) -> None:
+    """Until ``worker`` has joined and the crawl has moved on since: a loaded machine can
+    start a worker late, and a test must strike one that holds work."""
+    deadline = time.monotonic() + 60
+    while f"-{worker.pid} joined" not in server.err_path.read_text():
+        assert time.monotonic() < deadline, "the worker never joined"
+        time.sleep(0.05)
+    wait_for_items(out, items_so_far(out) + 150)
+
+
 def run_farm(
     tmp_path: Path, spider_file: Path, base: str, settings: list[str], workers: int = 3
 ) -> tuple[ServerProcess, list[subprocess.Popen[str]], Path, Path]:
@@ -123,7 +133,7 @@ def test_no_fault_baseline(tmp_path: Path, spider_file: Path, site: str) -> None
 def test_kill_9_a_worker_mid_crawl(tmp_path: Path, spider_file: Path, site: str) -> None:
     started = time.monotonic()
     server, workers, out, _ = run_farm(tmp_path, spider_file, site, ["worker_timeout_s=2"])
-    wait_for_items(out, 300)
+    wait_until_crawling(server, workers[0], out)
     workers[0].kill()  # it holds leases and fetched-but-unacked items
     killed_at = time.monotonic()
     assert wait_all(workers[1:], 120) == [0, 0]
@@ -144,7 +154,7 @@ def test_sigstop_worker_late_acks_are_refused(
     tmp_path: Path, spider_file: Path, site: str
 ) -> None:
     server, workers, out, _ = run_farm(tmp_path, spider_file, site, ["worker_timeout_s=1"])
-    wait_for_items(out, 200)
+    wait_until_crawling(server, workers[0], out)
     os.kill(workers[0].pid, signal.SIGSTOP)
     time.sleep(2.5)  # past worker_timeout_s: its leases go to the others
     os.kill(workers[0].pid, signal.SIGCONT)
