@@ -21,7 +21,7 @@ from w3lib.encoding import html_to_unicode, http_content_type_encoding, read_bom
 from w3lib.html import get_base_url
 
 from .errors import SpiderfarmError
-from .urls import FETCHABLE_SCHEMES, safe_url
+from .urls import FETCHABLE_SCHEMES, MAX_URL_LENGTH, SAFE_CHARS, safe_url
 
 if TYPE_CHECKING:
     from multidict import CIMultiDictProxy
@@ -173,6 +173,15 @@ class Request:
         )
 
     @classmethod
+    def _trusted(cls, url: str, callback: str | None) -> Request:
+        """A plain GET for a URL already known to be safe (see ``Response.follow_all``)."""
+        req = cls.__new__(cls)
+        req.url, req.callback, req.errback, req.method = url, callback, None, "GET"
+        req.headers = req.body = req.meta = req.cb_kwargs = None
+        req.priority, req.dont_filter, req.depth = 0, False, 0
+        return req
+
+    @classmethod
     def from_wire(cls, wire: WireRequest) -> Request:
         # Trusted data from the frontier: skip validation, it ran where the request was made.
         req = cls.__new__(cls)
@@ -315,9 +324,24 @@ class Response:
         self, urls: Iterable[str | Selector], callback: str | None, kwargs: dict[str, Any]
     ) -> Iterator[Request]:
         base = self.base_url
+        # The hot path of a crawl: most links are root-relative ("/p/1.html"). Those are
+        # the page's origin plus the href, and from a validated page URL with safe
+        # characters they need neither urljoin (~9 us) nor re-validation (~6 us).
+        origin = _origin(base) if not kwargs else None
         for link in urls:
             href = _url_from_selector(link, True) if isinstance(link, Selector) else link
             if not href or not (href := href.strip()):
+                continue
+            if (
+                origin is not None
+                and href[0] == "/"
+                and href[1:2] != "/"
+                and "/." not in href
+                and href.isascii()
+                and SAFE_CHARS.issuperset(href)
+                and len(origin) + len(href) <= MAX_URL_LENGTH
+            ):
+                yield Request._trusted(origin + href, callback)
                 continue
             try:
                 absolute = urljoin(base, href)
@@ -327,6 +351,18 @@ class Response:
             except ValueError as exc:  # InvalidRequest, or a link urljoin cannot parse
                 # One bad link must not cost the page its other links and items.
                 logger.debug("skipping link on %s: %s", self.url, exc)
+
+
+def _origin(base: str) -> str | None:
+    """``scheme://netloc`` of an http(s) URL, or None if it is anything unusual."""
+    scheme, sep, rest = base.partition("://")
+    slash = rest.find("/")
+    netloc = rest if slash == -1 else rest[:slash]
+    if not sep or scheme not in FETCHABLE_SCHEMES or not netloc or "\\" in netloc:
+        return None
+    if "?" in netloc or "#" in netloc:
+        return None
+    return f"{scheme}://{netloc}"
 
 
 def _url_from_selector(sel: Selector, missing_ok: bool = False) -> str:

@@ -32,6 +32,8 @@ def _set_recv_timeout(conn: Connection, seconds: float) -> str:
         timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        # Replies are written as header + payload: see FrontierClient._open on NODELAY.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             host, port = sock.getpeername()[:2]
             return f"{host}:{port}"

@@ -18,6 +18,7 @@ from w3lib.url import canonicalize_url, safe_url_string
 __all__ = [
     "FETCHABLE_SCHEMES",
     "MAX_URL_LENGTH",
+    "SAFE_CHARS",
     "Fingerprinter",
     "domain_of",
     "host_allowed",
@@ -31,7 +32,7 @@ MAX_URL_LENGTH = 2083
 # After IDNA encoding a host is letters, digits, hyphens, dots and (in the wild,
 # though not in the RFCs) underscores; or an IPv6 literal.
 _HOST_RE = re.compile(r"^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|[0-9a-f:.]+)$")
-_SAFE_CHARS = frozenset(
+SAFE_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]@!$&'()*+,;=%"
 )
 
@@ -44,7 +45,7 @@ def safe_url(url: str) -> str:
     if not isinstance(url, str):
         raise ValueError(f"URL must be a str, got {type(url).__name__}: {url!r}")
     url = url.strip()
-    if not (url.isascii() and _SAFE_CHARS.issuperset(url)):
+    if not (url.isascii() and SAFE_CHARS.issuperset(url)):
         try:
             url = safe_url_string(url)
         except (UnicodeError, ValueError) as exc:

@@ -113,6 +113,7 @@ class Worker:
         self._state = "running"
         self._fingerprinter = Fingerprinter()
         self._sent: dict[int, int] = {}  # fingerprint -> least depth already sent
+        self._sent_urls: dict[str, int] = {}  # exact URL -> least depth already sent
         self.pages = 0
 
     # -- set-up --------------------------------------------------------------------
@@ -410,6 +411,16 @@ class Worker:
             return
         if isinstance(value, Request):
             depth = parent.depth + 1 if depth is None else depth
+            plain = value.method == "GET" and value.body is None and not value.dont_filter
+            if plain:
+                # Most links on a page were sent before: drop them by their exact text,
+                # before paying for canonicalisation and hashing.
+                known = self._sent_urls.get(value.url)
+                if known is not None and known <= depth:
+                    return
+                if len(self._sent_urls) > 1_000_000:
+                    self._sent_urls.clear()
+                self._sent_urls[value.url] = depth
             value.depth = depth
             if self._depth_priority:
                 value.priority -= depth * self._depth_priority

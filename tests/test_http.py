@@ -558,3 +558,24 @@ def test_follow_all_skips_anchors_without_href() -> None:
 def test_follow_all_skips_a_malformed_link_and_keeps_the_others() -> None:
     response = make_response('<a href="http://[oops/x">bad</a><a href="/next">next</a>')
     assert [r.url for r in response.follow_all(css="a")] == ["http://example.com/next"]
+
+
+def test_follow_all_fast_path_agrees_with_urljoin() -> None:
+    """Root-relative links take a shortcut past urljoin and re-validation; it must give
+    exactly the Request the slow path gives."""
+    from urllib.parse import urljoin
+
+    hrefs = [
+        "/a/b.html", "/a/b?x=1&y=2", "/p#frag", "/", "/a/./b", "/a/../b", "//other.test/x",
+        "rel.html", "?q=1", "/caf\u00e9", "/sp ace", "/%7Euser/", "/x:y@z", "/.well-known/a",
+    ]  # fmt: skip
+    html = "".join(f'<a href="{h}">x</a>' for h in hrefs)
+    for base in ("http://site.test/dir/page.html", "https://u:p@site.test:8443/"):
+        response = Response(base, 200, {}, html.encode(), Request(base))
+        fast = [(r.url, r.callback, r.method, r.meta, r.priority) for r in
+                response.follow_all(css="a", callback="parse")]  # fmt: skip
+        slow = []
+        for h in hrefs:
+            r = Request(urljoin(base, h), callback="parse")
+            slow.append((r.url, r.callback, r.method, r.meta, r.priority))
+        assert fast == slow
