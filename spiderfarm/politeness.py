@@ -85,6 +85,8 @@ class Throttle:
         429/503 and repeated connection failures still back the host off meanwhile.
         """
         floor = max(floor, self.min_delay)
+        if not self.adaptive and status not in (429, 503) and not failed:
+            return floor  # the common case without autothrottle: nothing to compute
         if self.adaptive:
             new = delay
             if status and latency > 0:

@@ -12,7 +12,6 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-import tldextract
 from w3lib.url import canonicalize_url, safe_url_string
 
 __all__ = [
@@ -94,7 +93,11 @@ def domain_of(url: str) -> str:
     """The politeness key of ``url`` by registered domain (``a.b.example.co.uk`` ->
     ``example.co.uk``), from the public suffix list bundled with tldextract (offline)."""
     global _extract
-    if _extract is None:  # loading the suffix list takes a moment: only when asked
+    if _extract is None:
+        # Imported here, not at the top: tldextract (and the requests library it pulls
+        # in) adds ~0.1 s to every worker's start, and only politeness_key=domain uses it.
+        import tldextract
+
         _extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
     host = urlsplit(url).hostname or ""
     parts = _extract(host)
@@ -124,6 +127,27 @@ def host_allowed(host: str, allowed: frozenset[str]) -> bool:
     return False
 
 
+_NOT_CANONICAL_MARKS = ("?", "#", "%", ";", "/.")
+
+
+def _already_canonical(url: str) -> bool:
+    """True for the common URL w3lib's canonicalize_url returns unchanged: safe ASCII,
+    a lower-case authority, a path, and no query, fragment, escape, params or dot
+    segment (tests/test_urls.py checks this against w3lib)."""
+    if not (url.isascii() and SAFE_CHARS.issuperset(url)):
+        return False
+    start = url.find("//")
+    if start == -1:
+        return False
+    slash = url.find("/", start + 2)
+    if slash == -1:
+        return False
+    authority = url[start + 2 : slash]
+    if authority != authority.lower():
+        return False
+    return not any(mark in url for mark in _NOT_CANONICAL_MARKS)
+
+
 class Fingerprinter:
     """Computes request fingerprints: 64-bit hashes of method, canonical URL and body.
 
@@ -138,6 +162,8 @@ class Fingerprinter:
         self._max_cache = max_cache
 
     def canonical(self, url: str) -> str:
+        if _already_canonical(url):
+            return url
         canon = self._cache.get(url)
         if canon is None:
             canon = canonicalize_url(url)

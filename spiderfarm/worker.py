@@ -114,6 +114,7 @@ class Worker:
         self._fingerprinter = Fingerprinter()
         self._sent: dict[int, int] = {}  # fingerprint -> least depth already sent
         self._sent_urls: dict[str, int] = {}  # exact URL -> least depth already sent
+        self._keys: dict[str, str] = {}  # scheme://authority -> politeness key
         self.pages = 0
 
     # -- set-up --------------------------------------------------------------------
@@ -437,11 +438,22 @@ class Worker:
                 if "too_many_links" not in result.notes:  # the server would refuse the batch
                     result.notes.append("too_many_links")
                 return
-            result.requests.append((fp, self._key_of(value.url), value.to_wire()))
+            result.requests.append((fp, self._politeness_key(value.url), value.to_wire()))
         elif self._pipelines is not None:
             result.raw.append(value)
         else:
             self._encode(value, parent, result)
+
+    def _politeness_key(self, url: str) -> str:
+        """``_key_of(url)``, cached by the URL's scheme and authority (a crawl has few)."""
+        end = url.find("/", url.find("//") + 2)
+        authority = url if end == -1 else url[:end]
+        key = self._keys.get(authority)
+        if key is None:
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            key = self._keys[authority] = self._key_of(url)
+        return key
 
     def _encode(self, item: Any, parent: Request, result: _CallbackResult) -> None:
         try:

@@ -188,3 +188,26 @@ def test_fingerprinter_cache_stays_within_its_bound_and_answers_stay_correct() -
         assert small.fingerprint(url) == big.fingerprint(url)
         assert len(small._cache) <= 3
     assert len(big._cache) == 10
+
+
+def test_the_canonical_shortcut_agrees_with_w3lib() -> None:
+    """Fingerprinter.canonical skips w3lib for URLs it would return unchanged; for every
+    URL here the result must be exactly w3lib's, shortcut taken or not."""
+    from w3lib.url import canonicalize_url
+
+    from spiderfarm.urls import _already_canonical
+
+    chars = "abcXYZ019-._~:/@!$&'()*+,;=[]%?#"
+    urls = [
+        "http://a.test", "http://A.test/x", "http://a.test//x", "http://a.test/./x",
+        "http://a.test/x/../y", "http://u:p@a.test/x", "https://a.test:443/x",
+        "http://[::1]:8080/x", "http://a.test/p/", "http://a.test/a%2fb", "http://a.test/?b=1&a=2",
+    ]  # fmt: skip
+    for c in chars:
+        urls += [f"http://a.test/p{c}q", f"http://a.test/{c}", f"https://a.test:8080/x/{c}{c}/y"]
+    fingerprinter = Fingerprinter()
+    shortcuts = 0
+    for url in urls:
+        assert fingerprinter.canonical(url) == canonicalize_url(url), url
+        shortcuts += _already_canonical(url)
+    assert shortcuts > 50  # the shortcut is really taken for the ordinary ones

@@ -1,0 +1,1 @@
+"""Benchmark scripts for spiderfarm (not tests, not part of the package). See README.md."""
