@@ -18,10 +18,9 @@ from .errors import (
     SpiderLoadError,
 )
 from .http import InvalidRequest, Request, Response
+from .settings import VERSION as __version__
 from .settings import Settings
 from .spider import Spider
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CloseSpider",

@@ -84,6 +84,9 @@ def _add_spider_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--job-dir", type=Path, help="persist the crawl here; run again with it to resume"
     )
+    p.add_argument(
+        "--dead-letters", metavar="FILE", help="write requests that failed for good here (JSONL)"
+    )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
 
 
@@ -227,11 +230,25 @@ def run_crawl(args: argparse.Namespace) -> int:
     server.stop()
     for line in summary_lines(status, args.output):
         print(line, flush=True)
+    if args.dead_letters:
+        _write_dead_letters(args.dead_letters, status["dead_letters"])
     bad = [c for c in codes if c != 0]
     if bad:
         print(f"warning: {len(bad)} worker(s) exited with errors: {bad}", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_dead_letters(path: str, dead: list[tuple[str, str, int]]) -> None:
+    """The requests that failed for good, one JSON object per line."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            for url, reason, attempts in dead:
+                fh.write(json.dumps({"url": url, "reason": reason, "attempts": attempts}) + "\n")
+    except OSError as exc:
+        print(f"error: cannot write dead letters to {path!r}: {exc.strerror}", file=sys.stderr)
+        return
+    print(f"{len(dead)} dead letters written to {path}", flush=True)
 
 
 def _reap(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
@@ -268,6 +285,7 @@ def run_demo(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             workers=args.workers,
             quiet=False,
+            dead_letters=None,
         )
         return run_crawl(crawl_args)
     finally:
@@ -427,6 +445,8 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     server.stop()
     for line in summary_lines(status, args.output):
         print(line, flush=True)
+    if args.dead_letters:
+        _write_dead_letters(args.dead_letters, status["dead_letters"])
     return 0
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from .errors import SettingsError
 
+VERSION = "0.1.0"  # the package's version; spiderfarm.__version__ re-exports it
+
 __all__ = ["Settings", "parse_key_values"]
 
 
@@ -31,7 +33,9 @@ class Settings:
     read_timeout_s: float = _opt(15.0, "longest wait for the next body chunk", 0.001)
     max_body_bytes: int = _opt(32 * 2**20, "largest body kept, after decompression", 1)
     max_redirects: int = _opt(10, "redirect hops followed (http and https only)")
-    user_agent: str = _opt("spiderfarm/0.1", "User-Agent header sent with every request", None)
+    user_agent: str = _opt(
+        f"spiderfarm/{VERSION}", "User-Agent header, also the robots.txt token matched", None
+    )
     default_headers: dict[str, str] | None = _opt(
         None, "extra headers for every request (JSON object with -s)", None
     )

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
+import spiderfarm
 from spiderfarm.errors import FetchError
 from spiderfarm.fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from spiderfarm.http import Request, Response
@@ -221,7 +222,7 @@ async def test_user_agent_and_default_headers_are_sent(test_site: SiteServer) ->
 
 async def test_default_user_agent(test_site: SiteServer) -> None:
     response = await fetch(test_site.url("/echo-headers"))
-    assert response.json()["User-Agent"] == "spiderfarm/0.1"
+    assert response.json()["User-Agent"] == f"spiderfarm/{spiderfarm.__version__}"
 
 
 @pytest.mark.parametrize(("enabled", "expected"), [(True, "abc"), (False, "none")])

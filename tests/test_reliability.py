@@ -227,7 +227,10 @@ async def test_retries_backoff_retry_after_and_dead_letters(tmp_path: Path) -> N
 
                 class Retrying(Spider):
                     name = "retrying"
-                    custom_settings = {"max_retries": 2, "retry_backoff_s": 0.1}
+                    # 503s slow a host down sharply (doubling its delay); cap that here
+                    # so the test stays quick: Retry-After is what it checks.
+                    custom_settings = {"max_retries": 2, "retry_backoff_s": 0.1,
+                                       "autothrottle_max_delay_s": 2.0}
 
                     def start_requests(self):
                         for path in ("flaky/a?fail=2&code=503", "status/503",
@@ -243,6 +246,7 @@ async def test_retries_backoff_retry_after_and_dead_letters(tmp_path: Path) -> N
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "spiderfarm", "crawl", str(spider), "-a",
             f"base={site.url('/')}", "-o", str(out), "--workers", "1",
+            "--dead-letters", str(tmp_path / "dead.jsonl"),
             env=subprocess_environ(), stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -252,6 +256,10 @@ async def test_retries_backoff_retry_after_and_dead_letters(tmp_path: Path) -> N
         items = {str(i["h1"]) for i in read_items(out)}
         assert items == {"ok a", "ok r"}
         assert f"dead letter: {site.url('/status/503')} (http_503, 3 attempts)" in stdout
+        assert read_items(tmp_path / "dead.jsonl") == [
+            {"url": site.url("/status/503"), "reason": "http_503", "attempts": 3}
+        ]
+        assert "1 dead letters written to" in stdout
         assert "retries/http_503: 4" in stdout  # 2 for the flaky page, 2 for the dead one
         assert "retries/http_429: 1" in stdout
         hits = site.app[HITS]
