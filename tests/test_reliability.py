@@ -286,3 +286,32 @@ def test_job_dir_of_another_spider_is_refused(tmp_path: Path, spider_file: Path,
     )  # fmt: skip
     assert result.returncode == 2
     assert "holds a crawl of spider 'other', not 'slowcat'" in result.stderr
+
+
+def test_second_sigint_exits_at_once_and_the_job_dir_still_resumes(
+    tmp_path: Path, spider_file: Path, site: str
+) -> None:
+    out = tmp_path / "items.jsonl"
+    job = tmp_path / "job"
+    argv = [
+        sys.executable, "-m", "spiderfarm", "crawl", str(spider_file), "-a", f"start_url={site}",
+        "-o", str(out), "--job-dir", str(job), "--workers", "2",
+    ]  # fmt: skip
+    first = subprocess.Popen(
+        argv, env=subprocess_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for_items(out, PAGES // 3)
+    first.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    first.send_signal(signal.SIGINT)  # the impatient second Ctrl-C
+    started = time.monotonic()
+    _, stderr = first.communicate(timeout=30)
+    print(f"\nsecond Ctrl-C: exited {time.monotonic() - started:.2f}s later")
+    assert first.returncode == 130
+    assert "interrupted: items so far are in the feed" in stderr
+    # The job dir is consistent: resuming finishes the crawl with every item exactly once.
+    second = subprocess.run(
+        argv, env=subprocess_environ(), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert second.returncode == 0, second.stderr
+    assert_exact_feed(out, site)
