@@ -123,3 +123,21 @@ def test_crawl_json_and_csv_feeds(catalogue_site: tuple[str, Catalogue], tmp_pat
             lines = out.read_text().splitlines()
             assert lines[0] == "url,title,price,sku"
             assert len(lines) == 41
+
+
+def test_links_spider_reaches_exactly_the_quotes_site(
+    quotes_site: str, tmp_path: Path, shared_dir: Path
+) -> None:
+    """The generic link follower against the site's independent crawl: the same 214 pages
+    (redirects followed, fragments dropped, other hosts left alone)."""
+    truth = json.loads((shared_dir / "sites" / "quotes-groundtruth.json").read_text())
+    out = tmp_path / "pages.jsonl"
+    result = run_cli(
+        ["crawl", "links", "-a", f"start_url={quotes_site}", "--workers", "2", "-o", str(out)]
+    )
+    assert result.returncode == 0, result.stderr
+    items = read_items(out)
+    paths = [str(i["url"]).removeprefix(quotes_site.rstrip("/")) for i in items]
+    assert len(paths) == len(set(paths)) == 214
+    assert set(paths) == set(truth["reachable_html_urls"])
+    assert {i["status"] for i in items} == {200}
