@@ -43,6 +43,17 @@ async def test_site() -> AsyncIterator[SiteServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def site() -> Iterator[str]:
+    """``tests/sites.py`` in its own process (the farm's workers are processes too):
+    base URL ``http://127.0.0.1:PORT/``."""
+    proc, base_url = run_subprocess_site([sys.executable, "-m", "tests.sites", "--port", "0"])
+    try:
+        yield base_url
+    finally:
+        stop_subprocess(proc)
+
+
 @pytest.fixture(scope="session")
 def quotes_site(shared_dir: Path) -> Iterator[str]:
     """Base URL (``http://127.0.0.1:PORT/``) of ``python -m http.server`` serving the

@@ -4,10 +4,8 @@ counted by reason. Every test runs the real processes."""
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,19 +19,8 @@ from tests.farm import (
     wait_all,
     write_key,
 )
-from tests.sites import run_subprocess_site, stop_subprocess
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[str]:
-    """``tests/sites.py`` in its own process (the farm's workers are processes too)."""
-    proc, base = run_subprocess_site([sys.executable, "-m", "tests.sites", "--port", "0"])
-    try:
-        yield base
-    finally:
-        stop_subprocess(proc)
 
 
 def write_spider(directory: Path, source: str, name: str = "myspider.py") -> Path:

@@ -190,19 +190,27 @@ def test_kill_9_the_server_and_resume_from_the_job_dir(
     assert "resuming from" in restarted.err_path.read_text()
 
 
-def test_sigint_crawl_then_resume_with_the_same_job_dir(
+def crawl_with_job_dir(
     tmp_path: Path, spider_file: Path, site: str
-) -> None:
+) -> tuple[list[str], Path, subprocess.Popen[str]]:
+    """``crawl ... --job-dir`` started and a third of the way through: its argv (to run it
+    again), its feed and its process."""
     out = tmp_path / "items.jsonl"
-    job = tmp_path / "job"
     argv = [
         sys.executable, "-m", "spiderfarm", "crawl", str(spider_file), "-a", f"start_url={site}",
-        "-o", str(out), "--job-dir", str(job), "--workers", "2",
+        "-o", str(out), "--job-dir", str(tmp_path / "job"), "--workers", "2",
     ]  # fmt: skip
-    first = subprocess.Popen(
+    proc = subprocess.Popen(
         argv, env=subprocess_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     wait_for_items(out, PAGES // 3)
+    return argv, out, proc
+
+
+def test_sigint_crawl_then_resume_with_the_same_job_dir(
+    tmp_path: Path, spider_file: Path, site: str
+) -> None:
+    argv, out, first = crawl_with_job_dir(tmp_path, spider_file, site)
     first.send_signal(signal.SIGINT)
     stdout, _ = first.communicate(timeout=60)
     assert first.returncode == 0
@@ -291,16 +299,7 @@ def test_job_dir_of_another_spider_is_refused(tmp_path: Path, spider_file: Path,
 def test_second_sigint_exits_at_once_and_the_job_dir_still_resumes(
     tmp_path: Path, spider_file: Path, site: str
 ) -> None:
-    out = tmp_path / "items.jsonl"
-    job = tmp_path / "job"
-    argv = [
-        sys.executable, "-m", "spiderfarm", "crawl", str(spider_file), "-a", f"start_url={site}",
-        "-o", str(out), "--job-dir", str(job), "--workers", "2",
-    ]  # fmt: skip
-    first = subprocess.Popen(
-        argv, env=subprocess_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    wait_for_items(out, PAGES // 3)
+    argv, out, first = crawl_with_job_dir(tmp_path, spider_file, site)
     first.send_signal(signal.SIGINT)
     time.sleep(0.2)
     first.send_signal(signal.SIGINT)  # the impatient second Ctrl-C

@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
 from pathlib import Path
@@ -22,18 +21,9 @@ from spiderfarm.errors import SettingsError
 from spiderfarm.http import Request
 from spiderfarm.security import decode_key, require_strong_key
 from tests.farm import KEY_HEX, ServerProcess, start_worker, wait_all, write_key
-from tests.sites import run_subprocess_site, stop_subprocess, subprocess_environ
+from tests.sites import subprocess_environ
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[str]:
-    proc, base = run_subprocess_site([sys.executable, "-m", "tests.sites", "--port", "0"])
-    try:
-        yield base
-    finally:
-        stop_subprocess(proc)
 
 
 def run_server(
