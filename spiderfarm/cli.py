@@ -30,7 +30,7 @@ from .security import (
     write_new_authkey,
 )
 from .server import FarmServer, ServerConfig
-from .settings import Settings, parse_key_values
+from .settings import VERSION, Settings, parse_key_values
 
 logger = logging.getLogger("spiderfarm")
 
@@ -333,6 +333,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m spiderfarm",
         description=("spiderfarm: a distributed web-scraping framework"),
     )
+    parser.add_argument("--version", action="version", version=f"spiderfarm {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     crawl = sub.add_parser(
         "crawl",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import spiderfarm
 from tests.farm import (
     ServerProcess,
     environ_with_key,
@@ -227,3 +228,9 @@ def test_summary_names_a_host_that_keeps_failing(tmp_path: Path) -> None:
     assert "crawl finished: 0 pages, 0 items, 4 errors" in result.stdout
     assert "failed/refused: 4" in result.stdout
     assert f"host backed off: 127.0.0.1:{port} (4 connection failures in a row" in result.stdout
+
+
+def test_version() -> None:
+    result = run_cli(["--version"])
+    assert result.returncode == 0
+    assert result.stdout == f"spiderfarm {spiderfarm.__version__}\n"
