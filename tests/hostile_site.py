@@ -22,7 +22,6 @@ Run standalone with ``python -m tests.hostile_site --port 0``; it prints
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
@@ -30,7 +29,6 @@ import datetime
 import html
 import random
 import shutil
-import signal
 import socket
 import ssl
 import struct
@@ -42,8 +40,11 @@ from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from aiohttp import web
+
+from tests.sites import serve_standalone
 
 __all__ = [
     "HITS",
@@ -695,33 +696,16 @@ class HostileSite:
 
 
 def _quote(url: str) -> str:
-    from urllib.parse import quote
-
     return quote(url, safe="")
 
 
 # -- standalone -----------------------------------------------------------------------
 
 
-async def _serve(host: str, port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with HostileSite(host, port) as site:
-        print(f"serving {site.url()}", flush=True)
-        await stop.wait()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.hostile_site", description="Serve the hostile test site."
+    return serve_standalone(
+        "python -m tests.hostile_site", "Serve the hostile test site.", HostileSite, argv
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port))
-    return 0
 
 
 if __name__ == "__main__":

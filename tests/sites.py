@@ -28,7 +28,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TypeAlias
+from typing import IO, Any, TypeAlias
 
 import aiohttp
 from aiohttp import web
@@ -689,25 +689,37 @@ def run_subprocess_site(
 # -- standalone -----------------------------------------------------------------------
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(make_server: Callable[[str, int], Any], host: str, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with SiteServer(make_test_app(), host=host, port=port) as server:
+    async with make_server(host, port) as server:
         print(f"serving {server.url()}", flush=True)
         await stop.wait()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.sites", description="Serve the spiderfarm test site."
-    )
+def serve_standalone(
+    prog: str, description: str, make_server: Callable[[str, int], Any], argv: list[str] | None
+) -> int:
+    """The ``python -m tests.<site> --port 0`` entry point shared by the test sites:
+    ``make_server(host, port)`` is an async context manager with ``.url()``; it prints
+    ``serving URL`` and serves until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(_serve(make_server, args.host, args.port))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve_standalone(
+        "python -m tests.sites",
+        "Serve the spiderfarm test site.",
+        lambda host, port: SiteServer(make_test_app(), host=host, port=port),
+        argv,
+    )
 
 
 if __name__ == "__main__":
