@@ -296,6 +296,7 @@ class Frontier:
         max_pages = self.settings.max_pages
         deadline = now + self.settings.lease_timeout_s
         leases: list[Lease] = []
+        at_limit: list[str] = []
         while ready and len(leases) < want:
             key = ready.popleft()
             host = hosts[key]
@@ -303,10 +304,13 @@ class Frontier:
                 heapq.heappush(waiting, (host.next_at, key))
                 continue
             if max_pages and self._handed_out >= max_pages:
+                # No new pages past the limit; retries and robots.txt still go. The crawl
+                # closes only once every page handed out is acked (_check_finished): a
+                # lease handed back unstarted is leased again, so exactly max_pages run.
                 head_rid, _, head_attempt = host.peek()
                 if head_rid and head_attempt == 0:
-                    self._close("max_pages")
-                    break
+                    at_limit.append(key)
+                    continue
             host.scheduled = False
             rid, wire, attempt = host.take()
             self._queued -= 1
@@ -328,6 +332,7 @@ class Frontier:
                     start = max(host.next_at, now - BURST_S)
                     host.next_at = start + throttle.gap(host.delay)
             self._schedule(key, host, now)
+        ready.extendleft(reversed(at_limit))
         if leases:
             heapq.heappush(self._deadlines, deadline)
         return leases
@@ -534,6 +539,9 @@ class Frontier:
         self._check_deadline(now)
         if self._leases:
             return
+        limit = self.settings.max_pages
+        if limit and self._handed_out >= limit and not self._delayed:
+            self._close("max_pages")  # every page handed out is done; a retry may be due
         if self.state == CLOSING or self._queued == 0:
             self.state = FINISHED
             self.close_reason = self.close_reason or "finished"
@@ -601,6 +609,11 @@ class Frontier:
                 last = max(last, rid)
             self._next_rid = max(self._next_rid, last + 1)
             self.stats.update(stats)
+            # Pages finished before the restart count against max_pages; those in flight
+            # at the crash were journalled as queued and count when leased again.
+            self._handed_out = self.stats["pages"] + sum(
+                n for name, n in self.stats.items() if name.startswith("failed/")
+            )
             self.dead_letters.extend(dead_letters)
             return self._queued
 

@@ -698,17 +698,35 @@ def test_max_pages_hands_out_exactly_n_distinct_requests() -> None:
     assert len(first) == 2
     leases, _, state = frontier.exchange("w2", [], 10)
     assert urls(leases) == ["http://a.test/2"]
-    assert state == "closing"
-    assert frontier.close_reason == "max_pages"
+    # At the limit but with pages in flight: still running (one may yet be handed back).
+    assert state == "running"
     assert lease(frontier, "w3") == []
     _, refused, state = frontier.exchange(
         "w2", [ok(leases[0][0], new=[entry("http://a.test/new")])], 10
     )
-    assert (refused, state) == ([], "closing")
+    assert (refused, state) == ([], "running")
     _, refused, state = frontier.exchange("w1", [ok(i) for i, _, _ in first], 10)
     assert (refused, state) == ([], "finished")
     assert frontier.stats["pages"] == 3
     assert frontier.close_reason == "max_pages"
+
+
+def test_max_pages_leases_again_what_a_worker_hands_back_at_the_limit() -> None:
+    # A worker that drains (or a lease that is reclaimed) at the limit must not cost pages:
+    # the handed-back requests go to another worker and exactly max_pages are crawled.
+    frontier, _, _ = make({"max_pages": 4, "per_host_concurrency": 100})
+    frontier.push([entry(f"http://a.test/{n}") for n in range(10)])
+    held = lease(frontier, "w1", want=10)
+    assert urls(held) == [f"http://a.test/{n}" for n in range(4)]
+    outcomes = [ok(held[0][0])] + [release(i) for i, _, _ in held[1:]]
+    _, _, state = frontier.exchange("w1", outcomes, 0)
+    assert state == "running"
+    again = lease(frontier, "w2", want=10)
+    assert len(again) == 3  # three more pages, whichever are at the head of the queue
+    _, _, state = frontier.exchange("w2", [ok(i) for i, _, _ in again], 10)
+    assert state == "finished"
+    assert frontier.close_reason == "max_pages"
+    assert frontier.stats["pages"] == 4
 
 
 def test_max_pages_does_not_count_retries() -> None:
@@ -723,12 +741,15 @@ def test_max_pages_does_not_count_retries() -> None:
         ("http://a.test/1", 1),
     ]
     assert state == "running"
-    # The next distinct request is the third: it is not handed out, and the crawl closes.
-    leases, _, state = frontier.exchange(
-        "w1", [ok(leases[0][0], new=[entry("http://c.test/1")])], 10
-    )
-    assert (leases, state) == ([], "closing")
+    # The next distinct request is the third: it is not handed out, and once the retry is
+    # done the crawl closes.
+    b_lease, a_lease = leases
+    leases, _, state = frontier.exchange("w1", [ok(b_lease[0], new=[entry("http://c.test/1")])], 10)
+    assert (leases, state) == ([], "running")
+    _, _, state = frontier.exchange("w1", [ok(a_lease[0])], 10)
+    assert state == "finished"
     assert frontier.close_reason == "max_pages"
+    assert frontier.status()["queued"] == 1
 
 
 def test_max_pages_does_not_count_a_released_request_twice() -> None:
@@ -745,9 +766,11 @@ def test_max_pages_does_not_count_a_released_request_twice() -> None:
 def test_max_pages_keeps_the_unleased_requests_accounted_for() -> None:
     frontier, _, _ = make({"max_pages": 2, "per_host_concurrency": 100})
     frontier.push([entry(f"http://a.test/{n}") for n in range(5)])
-    assert len(lease(frontier)) == 2
+    held = lease(frontier)
+    assert len(held) == 2
+    frontier.exchange("w1", [ok(i) for i, _, _ in held], 10)
     status = frontier.status(detail=True)
-    assert status["state"] == "closing"
+    assert status["state"] == "finished"
     assert status["queued"] == 3
     assert status["hosts"]["a.test"]["queued"] == 3
 
@@ -860,11 +883,19 @@ def test_status_fields() -> None:
         "dead_letters": [],
         "hosts": {
             "a.test": {
-                "queued": 2, "in_flight": 0, "pages": 1, "errors": 0, "delay_s": 0.0,
+                "queued": 2,
+                "in_flight": 0,
+                "pages": 1,
+                "errors": 0,
+                "delay_s": 0.0,
                 "failures": 0,
             },
             "b.test": {
-                "queued": 0, "in_flight": 1, "pages": 0, "errors": 0, "delay_s": 0.0,
+                "queued": 0,
+                "in_flight": 1,
+                "pages": 0,
+                "errors": 0,
+                "delay_s": 0.0,
                 "failures": 0,
             },
         },
