@@ -1,9 +1,11 @@
-"""The one typed async client over the manager's proxies.
+"""The one typed async client over the manager's protocol.
 
 It speaks the BaseManager wire protocol (``create``, then ``accept_connection`` and
 method calls) on connections of its own, because a stock proxy has no timeouts and is
-unusable after an interrupted call. Calls block, so they run on this client's own thread,
-never on the event loop; every socket read has a kernel timeout; after any error the
+unusable after an interrupted call. The authentication handshake blocks, so it runs on
+this client's own thread with kernel timeouts on every read; the method calls then run on
+the event loop itself (asyncio streams, the manager's length-prefixed pickle frames), so
+a round trip costs no thread hand-off. After any error, timeout or cancellation the
 connection is thrown away and rebuilt on the next call.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import pickle
 import socket
 import struct
 import time
@@ -18,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from multiprocessing.managers import RemoteError
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, cast
 
 from .errors import ConnectError
@@ -46,8 +51,8 @@ class FrontierClient:
         self.call_timeout_s = call_timeout_s
         self.give_up_s = give_up_s
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="frontier-client")
-        # Touched only on the executor thread: the connection and the service's object id.
-        self._conn: Connection | None = None
+        # The method-call channel (on the event loop) and the service's object id.
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._ident: str | None = None
 
     @property
@@ -76,9 +81,10 @@ class FrontierClient:
             raise
         return conn
 
-    def _connect_blocking(self) -> Connection:
+    def _connect_blocking(self) -> tuple[str, socket.socket]:
         # The manager protocol: ``create`` names the shared service object, then
-        # ``accept_connection`` turns a second connection into a method-call channel.
+        # ``accept_connection`` turns a second connection into a method-call channel,
+        # handed back as a non-blocking socket for the event loop.
         conn = self._open()
         try:
             ident, _exposed = _dispatch(conn, "create", (SERVICE,))
@@ -90,32 +96,54 @@ class FrontierClient:
         except BaseException:
             conn.close()
             raise
-        self._conn, self._ident = conn, ident
-        return conn
-
-    def _call_blocking(self, method: str, args: tuple[Any, ...]) -> Any:
-        conn = self._conn or self._connect_blocking()
         try:
-            conn.send((self._ident, method, args, {}))
-            kind, result = conn.recv()
+            sock = socket.socket(fileno=os.dup(conn.fileno()))  # family read from the fd
+        finally:
+            conn.close()
+        sock.setblocking(False)
+        return cast(str, ident), sock
+
+    # -- on the event loop ---------------------------------------------------------
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        ident, sock = await loop.run_in_executor(self._executor, self._connect_blocking)
+        try:
+            streams = await asyncio.open_connection(sock=sock)
         except BaseException:
-            self._drop_blocking()
+            sock.close()
             raise
+        self._ident, self._streams = ident, streams
+        return streams
+
+    async def _run(self, method: str, *args: Any) -> Any:
+        """One call: a pickled ``(ident, method, args, kwargs)`` frame out, one frame back."""
+        reader, writer = self._streams or await self._connect()
+        data = ForkingPickler.dumps((self._ident, method, args, {}))
+        size = len(data)
+        # multiprocessing.connection framing: a 4-byte signed length, or -1 and 8 bytes.
+        header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        try:
+            async with asyncio.timeout(self.call_timeout_s):
+                writer.write(header + data)
+                await writer.drain()
+                (size,) = struct.unpack("!i", await reader.readexactly(4))
+                if size == -1:
+                    (size,) = struct.unpack("!Q", await reader.readexactly(8))
+                payload = await reader.readexactly(size)
+        except BaseException:  # timed out, reset or cancelled mid-call: the stream is spent
+            self._drop()
+            raise
+        kind, result = pickle.loads(payload)
         if kind == "#RETURN":
             return result
         if kind == "#ERROR":
             raise result
         raise RemoteError(f"server failed in {method}: {result}")
 
-    def _drop_blocking(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    # -- on the event loop ---------------------------------------------------------
-    async def _run(self, method: str, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call_blocking, method, args)
+    def _drop(self) -> None:
+        streams, self._streams = self._streams, None
+        if streams is not None:
+            streams[1].close()
 
     async def call(self, method: str, *args: Any) -> Any:
         """Call ``method`` on the server, reconnecting with capped backoff until
@@ -169,8 +197,7 @@ class FrontierClient:
         await self.call("bye", worker_id)
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._drop_blocking)
+        self._drop()
         self._executor.shutdown(wait=False)
 
 
