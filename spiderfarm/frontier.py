@@ -37,7 +37,7 @@ from .politeness import (
     robots_wire,
 )
 from .settings import Settings
-from .urls import host_allowed
+from .urls import host_allowed, host_of
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +158,12 @@ class Frontier:
         # Accepted even while closing: a stopped crawl keeps the links its last pages
         # found, so that a resumed one (--job-dir) misses nothing.
         seen, allowed, depth_limit = self._seen, self._allowed, self.settings.depth_limit
+        # allowed_domains is about the URL's host; with the host policy that is the key.
+        key_is_host = self.settings.politeness_key == "host"
         stats = self.stats
         accepted = 0
         for fp, host, wire in entries:
-            if allowed and not host_allowed(host, allowed):
+            if allowed and not host_allowed(host if key_is_host else host_of(wire[W_URL]), allowed):
                 stats["filtered/offsite"] += 1
                 continue
             if depth_limit and wire[W_DEPTH] > depth_limit:

@@ -72,7 +72,12 @@ class Settings:
     )
     autothrottle_max_delay_s: float = _opt(60.0, "longest delay the throttle sets")
     obey_robots: bool = _opt(True, "fetch robots.txt once per site and obey it", None)
-    politeness_key: str = _opt("host", "group requests for politeness by host or domain", None)
+    politeness_key: str = _opt(
+        "host",
+        "group requests for politeness by host (host:port), domain (registered domain) "
+        "or ip (the host's IP address, resolved on the workers)",
+        None,
+    )
     # reliability
     max_retries: int = _opt(2, "retries after the first attempt for network errors and 408/429/5xx")
     retry_http_codes: tuple[int, ...] = _opt(
@@ -86,9 +91,9 @@ class Settings:
     worker_timeout_s: float = _opt(10.0, "a worker silent this long is dead; its work requeued", 1)
 
     def __post_init__(self) -> None:
-        if self.politeness_key not in ("host", "domain"):
+        if self.politeness_key not in ("host", "domain", "ip"):
             raise SettingsError(
-                f"setting politeness_key={self.politeness_key!r} must be 'host' or 'domain'"
+                f"setting politeness_key={self.politeness_key!r} must be 'host', 'domain' or 'ip'"
             )
         for f in dataclasses.fields(self):
             minimum = f.metadata.get("min")

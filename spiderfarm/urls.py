@@ -3,12 +3,19 @@
 Canonicalisation is w3lib's (sorted query, no fragment, normalised escapes); this module
 only adds a cache, because the same link appears on many pages and canonicalising costs
 more than fetching decisions should.
+
+Politeness keys: ``host_of`` (host and port), ``domain_of`` (registered domain) and, by
+IP address, ``ip_key_nowait`` (no lookup) with ``ip_key_from_addrinfo`` (after one) or
+``ip_key_of`` (blocking: never on an event loop), so that the rule is written once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+import socket
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,9 +26,14 @@ __all__ = [
     "MAX_URL_LENGTH",
     "SAFE_CHARS",
     "Fingerprinter",
+    "authority_of",
     "domain_of",
     "host_allowed",
     "host_of",
+    "ip_key_from_addrinfo",
+    "ip_key_nowait",
+    "ip_key_of",
+    "lookup_address",
     "safe_url",
 ]
 
@@ -106,6 +118,83 @@ def domain_of(url: str) -> str:
     else:
         domain = parts.registered_domain
     return str(domain or host)
+
+
+def authority_of(url: str) -> str:
+    """``scheme://authority`` of an absolute URL, by slicing (it runs for every link):
+    the part politeness keys depend on, and so what they are cached by."""
+    end = url.find("/", url.find("//") + 2)
+    return url if end == -1 else url[:end]
+
+
+def _address_key(address: str) -> str:
+    """The politeness key of one IP address: ``1.2.3.4``, or ``[v6]`` (bracketed like
+    ``host_of``); an IPv4-mapped IPv6 address is its IPv4 address. ``""`` if not an IP."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return f"[{ip}]"
+    return str(ip)
+
+
+def _never_resolves(host: str) -> bool:
+    """True for a host no DNS server can answer: ``.invalid`` (RFC 6761) and names DNS
+    cannot carry (fetch.py refuses to look these up too)."""
+    name = host.rstrip(".")
+    if not name or name == "invalid" or name.endswith(".invalid") or len(name) > 253:
+        return True
+    return any(not 0 < len(label) <= 63 for label in name.split("."))
+
+
+def ip_key_nowait(url: str) -> str:
+    """The politeness key of ``url`` by IP address if it needs no DNS lookup, else ``""``.
+
+    An IP literal host is its own key (``http://[::1]:8080/`` -> ``[::1]``); a host that
+    can never resolve falls back to ``host_of(url)``. For ``""``, look the host up and
+    take ``ip_key_from_addrinfo(answer) or host_of(url)`` (``ip_key_of`` does it all).
+    """
+    host = urlsplit(url).hostname or ""
+    key = _address_key(host)
+    if key:
+        return key
+    return host_of(url) if _never_resolves(host) else ""
+
+
+def ip_key_from_addrinfo(infos: Iterable[tuple[Any, ...]]) -> str:
+    """The politeness key from a ``getaddrinfo`` answer: its first IPv4 address, else its
+    first IPv6 address; ``""`` if it has neither."""
+    first_v6 = ""
+    for family, _, _, _, sockaddr in infos:
+        if family == socket.AF_INET:
+            return _address_key(sockaddr[0])
+        if family == socket.AF_INET6 and not first_v6:
+            first_v6 = _address_key(sockaddr[0])
+    return first_v6
+
+
+def lookup_address(url: str) -> tuple[str, int]:
+    """``(host, port)`` to give ``getaddrinfo`` for ``url``'s politeness key."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def ip_key_of(url: str) -> str:
+    """The politeness key of ``url`` by IP address, from the system resolver (blocking):
+    the first IPv4 address, else the first IPv6; an IP literal is its own key; a host
+    that does not resolve falls back to ``host_of(url)``. Never raises."""
+    key = ip_key_nowait(url)
+    if key:
+        return key
+    host, port = lookup_address(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        infos = []
+    return ip_key_from_addrinfo(infos) or host_of(url)
 
 
 def host_allowed(host: str, allowed: frozenset[str]) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -178,6 +178,23 @@ def test_offsite_requests_filtered_and_subdomains_allowed() -> None:
     # An offsite URL was never "seen": it costs nothing in the seen-set.
     assert frontier.status()["seen"] == len(allowed)
     assert sorted(urls(lease(frontier))) == sorted(allowed)
+
+
+@pytest.mark.parametrize(
+    ("policy", "key_of"),
+    [("domain", lambda url: "example.com"), ("ip", lambda url: "127.0.0.1")],
+)
+def test_allowed_domains_judge_the_url_host_not_the_politeness_key(
+    policy: str, key_of: Callable[[str], str]
+) -> None:
+    # With domain or ip keys, the key of www.example.com is example.com or an address:
+    # allowed_domains must still be checked against each URL's own host.
+    frontier, _, _ = make({"politeness_key": policy}, allowed=["www.example.com"])
+    wanted, offsite = "http://www.example.com/a", "http://shop.example.com/b"
+    pushed = [(FP.fingerprint(u), key_of(u), Request(u).to_wire()) for u in (wanted, offsite)]
+    assert frontier.push(pushed) == 1
+    assert frontier.stats["filtered/offsite"] == 1
+    assert urls(lease(frontier)) == [wanted]
 
 
 def test_no_allowed_domains_means_every_host_is_allowed() -> None:

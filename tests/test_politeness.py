@@ -8,7 +8,9 @@ unit tests drive ``politeness.Throttle`` and a ``Frontier`` with a fake clock, e
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import socket
 import subprocess
 import textwrap
 from collections import Counter
@@ -18,12 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from spiderfarm import worker as worker_module
 from spiderfarm.frontier import Frontier, Lease, Outcome, PushEntry
-from spiderfarm.http import W_CALLBACK, W_URL, Request
+from spiderfarm.http import W_CALLBACK, W_URL, Request, Response
 from spiderfarm.politeness import ROBOTS_CALLBACK, Origin, Throttle, origin_of
+from spiderfarm.server import FarmServer, ServerConfig
 from spiderfarm.settings import Settings
 from spiderfarm.urls import Fingerprinter, domain_of, host_of
+from spiderfarm.worker import Worker
 from tests.farm import read_items, run_cli
 from tests.sites import HITS, ROBOTS, SPANS, Hit, ThreadedSites, make_test_app
 
@@ -655,3 +661,297 @@ def test_frontier_throttled_host_bursts_but_keeps_its_rate() -> None:
 def lease_n(f: Frontier, n: int) -> list[Lease]:
     leases, _, _ = f.exchange("w1", [], n)
     return leases
+
+
+# -- politeness by IP address -------------------------------------------------------------
+
+
+def require_localhost_is_127_0_0_1() -> None:
+    try:
+        infos = socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        pytest.skip(f"localhost does not resolve on this machine ({exc})")
+    addresses = sorted({info[4][0] for info in infos})
+    if addresses != ["127.0.0.1"]:
+        pytest.skip(
+            f"localhost resolves to {addresses} on this machine, not only to 127.0.0.1 "
+            "(where the test site listens), so the two names are not one IP address here"
+        )
+
+
+NAMES = ("127.0.0.1", "localhost")
+LEAVES = 5
+
+
+class TwoNamesSite:
+    """One site reached as http://127.0.0.1:PORT and http://localhost:PORT. The index
+    ``/a/`` links to ``/a/0..4`` under the *other* name, ``/b/`` likewise, so the worker
+    keys links it finds as well as the server's start requests. Every request sleeps
+    0.1 s and the handler counts how many it was serving at once; robots.txt is per
+    name: localhost disallows ``/a/3``."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[tuple[str, str]] = Counter()  # (name, path) -> requests
+        self.busy = 0
+        self.most_busy = 0
+        self.app = web.Application()
+        self.app.router.add_get("/robots.txt", self._robots)
+        self.app.router.add_get("/{section}/", self._index)
+        self.app.router.add_get("/{section}/{n}", self._leaf)
+
+    async def _serve(self, request: web.Request, text: str) -> web.Response:
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        try:
+            self.hits[request.url.host or "", request.path] += 1
+            await asyncio.sleep(0.1)
+            return web.Response(text=text, content_type="text/html")
+        finally:
+            self.busy -= 1
+
+    async def _robots(self, request: web.Request) -> web.Response:
+        rules = "Disallow: /a/3" if request.url.host == "localhost" else "Disallow:"
+        response = await self._serve(request, f"User-agent: *\n{rules}\n")
+        response.content_type = "text/plain"
+        return response
+
+    async def _index(self, request: web.Request) -> web.Response:
+        other = NAMES[1 - NAMES.index(request.url.host or "")]
+        section, port = request.match_info["section"], request.url.port
+        links = "".join(
+            f'<a href="http://{other}:{port}/{section}/{n}">{n}</a>' for n in range(LEAVES)
+        )
+        return await self._serve(request, f"<h1>{section}</h1>{links}")
+
+    async def _leaf(self, request: web.Request) -> web.Response:
+        return await self._serve(request, f"<h1>{request.path}</h1>")
+
+
+def two_names_crawl(
+    tmp_path: Path, key: str, *settings: str
+) -> tuple[TwoNamesSite, subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    site = TwoNamesSite()
+    out = tmp_path / "out.jsonl"
+    with ThreadedSites(site.app) as (server,):
+        port = server.port
+        urls = [f"http://127.0.0.1:{port}/a/", f"http://localhost:{port}/b/"]
+        result = crawl(
+            pages_spider(tmp_path), urls, out, workers=2, args=["follow=all"],
+            settings=["per_host_concurrency=1", f"politeness_key={key}", *PLAIN, *settings],
+        )  # fmt: skip
+    return site, result, read_items(out) if out.exists() else []
+
+
+def expected_pages(skip: Sequence[tuple[str, str]] = ()) -> Counter[tuple[str, str]]:
+    pages = [("127.0.0.1", "/a/"), ("localhost", "/b/")]
+    pages += [("localhost", f"/a/{n}") for n in range(LEAVES)]
+    pages += [("127.0.0.1", f"/b/{n}") for n in range(LEAVES)]
+    return Counter(page for page in pages if page not in skip)
+
+
+@pytest.mark.parametrize(("key", "most_at_once"), [("ip", 1), ("host", 2)])
+def test_politeness_key_ip_holds_one_site_under_two_names_to_its_concurrency(
+    tmp_path: Path, key: str, most_at_once: int
+) -> None:
+    require_localhost_is_127_0_0_1()
+    site, result, items = two_names_crawl(tmp_path, key, "obey_robots=false")
+    assert result.returncode == 0, result.stderr
+    assert "crawl finished: 12 pages, 12 items, 0 errors" in result.stdout
+    assert site.hits == expected_pages()  # every page exactly once, nothing else
+    assert len(items) == 12
+    print(f"\npoliteness_key={key}: at most {site.most_busy} requests at once at the site")
+    # ip: 127.0.0.1 and localhost are one key, one request at a time across both names;
+    # host: two keys, and both names were busy at once (so the ip case proves something).
+    assert site.most_busy == most_at_once
+
+
+def test_politeness_key_ip_keeps_robots_txt_per_origin(tmp_path: Path) -> None:
+    require_localhost_is_127_0_0_1()
+    site, result, items = two_names_crawl(tmp_path, "ip")
+    assert result.returncode == 0, result.stderr
+    assert "crawl finished: 11 pages, 11 items, 0 errors" in result.stdout
+    assert "filtered/robots: 1" in result.stdout
+    # Each name's robots.txt was fetched once and obeyed for that name only: localhost
+    # disallows /a/3; 127.0.0.1 would allow it (and serves /b/3).
+    robots = Counter({("127.0.0.1", "/robots.txt"): 1, ("localhost", "/robots.txt"): 1})
+    assert site.hits == expected_pages(skip=[("localhost", "/a/3")]) + robots
+    assert len(items) == 11
+    assert site.most_busy == 1  # the robots.txt fetches count against the IP's concurrency
+
+
+# -- politeness by IP address: where the keys are made ------------------------------------
+
+LINKS_SPIDER = """
+from spiderfarm import Spider
+
+
+class Links(Spider):
+    name = "links"
+
+    def parse(self, response):
+        yield from response.follow_all(css="a")
+"""
+
+
+ANSWERS: dict[str, list[tuple[Any, ...]]] = {
+    "a.test": [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::a", 0, 0, 0)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 0)),
+    ],
+    "b.test": [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::b", 0, 0, 0))],
+    "c.test": [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.3", 0))],
+}
+
+
+class FakeResolver:
+    """Stands in for the event loop's ``getaddrinfo``: the ``ANSWERS`` (other names do
+    not resolve), every question recorded, and the most it was answering at once."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int]] = []
+        self.busy = 0
+        self.most_busy = 0
+
+    async def getaddrinfo(self, host: str, port: int, **kwargs: Any) -> list[tuple[Any, ...]]:
+        assert kwargs == {"type": socket.SOCK_STREAM}
+        self.asked.append((host, port))
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            self.busy -= 1
+        if host not in ANSWERS:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return ANSWERS[host]
+
+
+class _Welcome:
+    def __init__(self, spider_file: Path, key: str) -> None:
+        self._welcome = {
+            "worker_id": "w1",
+            "spider": "links",
+            "spider_file": str(spider_file),
+            "spider_args": {},
+            "settings": {"politeness_key": key},
+        }
+
+    async def hello(self, info: dict[str, Any]) -> dict[str, Any]:
+        return self._welcome
+
+
+async def links_worker(
+    tmp_path: Path, key: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Worker, FakeResolver]:
+    spider_file = tmp_path / "links.py"
+    spider_file.write_text(textwrap.dedent(LINKS_SPIDER))
+    worker = Worker(_Welcome(spider_file, key))  # type: ignore[arg-type]
+    await worker._join()
+    resolver = FakeResolver()
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver.getaddrinfo)
+    return worker, resolver
+
+
+async def page_keys(worker: Worker, url: str, *links: str) -> list[tuple[str, str]]:
+    """(link, politeness key) of every request the spider yields from a page of links."""
+    body = "".join(f'<a href="{link}">x</a>' for link in links).encode()
+    request = Request(url)
+    response = Response(url, 200, {"Content-Type": "text/html"}, body, request)
+    result = await worker._run_callback(request, response, "parse")
+    return [(wire[W_URL], key) for _, key, wire in result.requests]
+
+
+async def test_worker_ip_keys_look_each_host_up_once_all_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, resolver = await links_worker(tmp_path, "ip", monkeypatch)
+    links = [
+        "http://a.test/1", "http://a.test/2", "http://a.test:8080/3", "http://b.test/1",
+        "https://dead.test/1", "https://dead.test/2", "http://192.0.2.9/x",
+        "http://[2001:db8::9]:81/y", "http://gone.invalid/z",
+    ]  # fmt: skip
+    assert await page_keys(worker, "http://site.test/", *links) == [
+        ("http://a.test/1", "192.0.2.1"),  # the first IPv4 address, after an IPv6 one
+        ("http://a.test/2", "192.0.2.1"),
+        ("http://a.test:8080/3", "192.0.2.1"),
+        ("http://b.test/1", "[2001:db8::b]"),  # no IPv4: the first IPv6 address
+        ("https://dead.test/1", "dead.test"),  # does not resolve: its host name
+        ("https://dead.test/2", "dead.test"),
+        ("http://192.0.2.9/x", "192.0.2.9"),  # IP literals need no lookup
+        ("http://[2001:db8::9]:81/y", "[2001:db8::9]"),
+        ("http://gone.invalid/z", "gone.invalid"),  # never resolves: not even asked
+    ]
+    # One lookup per scheme and authority, all four at once.
+    assert sorted(resolver.asked) == [
+        ("a.test", 80), ("a.test", 8080), ("b.test", 80), ("dead.test", 443),
+    ]  # fmt: skip
+    assert resolver.most_busy == 4
+    # Answers and failures are cached: later pages cost no lookup.
+    resolver.asked.clear()
+    later = await page_keys(worker, "http://site.test/2", "http://a.test/9", "https://dead.test/9")
+    assert later == [("http://a.test/9", "192.0.2.1"), ("https://dead.test/9", "dead.test")]
+    assert resolver.asked == []
+
+
+async def test_worker_ip_key_lookups_are_shared_by_pages_processed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, resolver = await links_worker(tmp_path, "ip", monkeypatch)
+    pages = await asyncio.gather(
+        *(page_keys(worker, f"http://site.test/{n}", f"http://c.test/{n}") for n in range(5))
+    )
+    assert pages == [[(f"http://c.test/{n}", "192.0.2.3")] for n in range(5)]
+    assert resolver.asked == [("c.test", 80)]
+
+
+async def test_worker_looks_up_a_host_that_did_not_resolve_again_after_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "_LOOKUP_RETRY_S", 0.0)
+    worker, resolver = await links_worker(tmp_path, "ip", monkeypatch)
+    for n in range(2):
+        keys = await page_keys(worker, "http://site.test/", f"http://dead.test/{n}")
+        assert keys == [(f"http://dead.test/{n}", "dead.test")]
+    assert resolver.asked == [("dead.test", 80), ("dead.test", 80)]
+
+
+@pytest.mark.parametrize("key", ["host", "domain"])
+async def test_worker_host_and_domain_keys_never_look_anything_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    worker, resolver = await links_worker(tmp_path, key, monkeypatch)
+    keys = await page_keys(worker, "http://site.test/", "http://a.test:8080/1", "http://b.test/")
+    key_of = host_of if key == "host" else domain_of
+    assert keys == [(url, key_of(url)) for url in ("http://a.test:8080/1", "http://b.test/")]
+    assert resolver.asked == []
+
+
+def test_server_seeds_ip_keys_looking_each_authority_up_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_localhost_is_127_0_0_1()
+    asked: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    urls = ["http://127.0.0.1:9/a", "http://localhost:9/b", "http://localhost:9/c",
+            "http://[::1]:9/d", "http://gone.invalid:9/e"]  # fmt: skip
+    server = FarmServer(
+        ServerConfig(
+            spider_ref=str(pages_spider(tmp_path)), spider_args={"start_urls": ",".join(urls)},
+            overrides={"politeness_key": "ip", "obey_robots": False},
+        )
+    )  # fmt: skip
+    try:
+        assert server.seed() == 5
+        hosts = server.frontier.status(detail=True)["hosts"]
+    finally:
+        server.stop()
+    assert {key: host["queued"] for key, host in hosts.items()} == {
+        "127.0.0.1": 3, "[::1]": 1, "gone.invalid:9": 1,
+    }  # fmt: skip
+    assert asked == ["localhost"]

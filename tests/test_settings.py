@@ -182,6 +182,19 @@ def test_none_for_a_str_setting_is_rejected() -> None:
     )
 
 
+def test_politeness_key_ip_is_accepted() -> None:
+    assert Settings.merge({"politeness_key": "ip"}).politeness_key == "ip"
+    assert Settings(politeness_key="ip").politeness_key == "ip"
+
+
+@pytest.mark.parametrize("given", ["IP", "address", ""])
+def test_a_bad_politeness_key_names_the_setting_and_the_allowed_values(given: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.merge({"politeness_key": given})
+    message = f"setting politeness_key={given!r} must be 'host', 'domain' or 'ip'"
+    assert str(info.value) == message
+
+
 def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+from typing import Any
 
 import pytest
 
-from spiderfarm.urls import MAX_URL_LENGTH, Fingerprinter, host_allowed, host_of, safe_url
+from spiderfarm.urls import (
+    MAX_URL_LENGTH,
+    Fingerprinter,
+    authority_of,
+    host_allowed,
+    host_of,
+    ip_key_from_addrinfo,
+    ip_key_nowait,
+    ip_key_of,
+    safe_url,
+)
 
 
 def test_safe_url_returns_an_already_safe_url_unchanged() -> None:
@@ -117,6 +129,118 @@ def test_safe_url_rejects_a_space_inside_the_host() -> None:
 )
 def test_host_of_is_the_lower_case_host_with_an_explicit_port(url: str, host: str) -> None:
     assert host_of(url) == host
+
+
+# -- the politeness key by IP address ----------------------------------------------------
+
+
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every (host, port) ``ip_key_of`` asks the resolver about; the answers are real."""
+    asked: list[tuple[str, int]] = []
+    real = socket.getaddrinfo
+
+    def counting(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        asked.append((host, port))
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    return asked
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("http://127.0.0.1:8000/a", "127.0.0.1"),
+        ("https://192.0.2.7/", "192.0.2.7"),
+        ("http://[::1]:8080/x", "[::1]"),
+        ("http://[2001:DB8:0:0::1]/", "[2001:db8::1]"),
+        ("http://[::ffff:192.0.2.7]/", "192.0.2.7"),
+    ],
+    ids=["ipv4", "ipv4-https", "ipv6", "ipv6-normalised", "ipv4-mapped-ipv6"],
+)
+def test_an_ip_literal_host_is_its_own_ip_key_without_a_lookup(
+    url: str, key: str, lookups: list[tuple[str, int]]
+) -> None:
+    assert ip_key_nowait(url) == key
+    assert ip_key_of(url) == key
+    assert lookups == []
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("http://nothing.invalid:8080/a", "nothing.invalid:8080"),
+        ("http://Shop.Invalid/", "shop.invalid"),
+        ("http://" + "a" * 64 + ".example/", "a" * 64 + ".example"),
+    ],
+    ids=["invalid-with-port", "invalid", "label-over-63"],
+)
+def test_a_host_that_never_resolves_falls_back_to_its_host_key_without_a_lookup(
+    url: str, key: str, lookups: list[tuple[str, int]]
+) -> None:
+    assert ip_key_nowait(url) == key == host_of(url)
+    assert ip_key_of(url) == key
+    assert lookups == []
+
+
+def test_a_host_that_does_not_resolve_falls_back_to_its_host_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host}: Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    assert ip_key_nowait("http://gone.example:81/x") == ""  # a name: it needs a lookup
+    assert ip_key_of("http://gone.example:81/x") == "gone.example:81"
+    assert ip_key_of("https://Gone.Example/") == "gone.example"
+
+
+def test_localhost_is_keyed_by_the_address_it_resolves_to(
+    lookups: list[tuple[str, int]],
+) -> None:
+    addresses = {info[4][0] for info in socket.getaddrinfo("localhost", 80)}
+    if addresses != {"127.0.0.1"}:
+        pytest.skip(f"localhost resolves to {sorted(addresses)} here, not only to 127.0.0.1")
+    lookups.clear()
+    assert ip_key_nowait("http://localhost:8000/") == ""
+    assert ip_key_of("http://localhost:8000/") == "127.0.0.1"
+    assert ip_key_of("https://LOCALHOST/") == "127.0.0.1"
+    assert lookups == [("localhost", 8000), ("localhost", 443)]
+
+
+V4 = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 80))
+V4_OTHER = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.2", 80))
+V6 = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::1", 80, 0, 0))
+V6_OTHER = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::2", 80, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("infos", "key"),
+    [
+        ([V6, V4, V4_OTHER], "192.0.2.1"),
+        ([V4_OTHER, V6, V4], "192.0.2.2"),
+        ([V6_OTHER, V6], "[2001:db8::2]"),
+        ([], ""),
+    ],
+    ids=["first-ipv4-after-ipv6", "first-ipv4", "first-ipv6-without-ipv4", "no-address"],
+)
+def test_the_ip_key_is_the_first_ipv4_address_else_the_first_ipv6(
+    infos: list[tuple[Any, ...]], key: str
+) -> None:
+    assert ip_key_from_addrinfo(infos) == key
+
+
+@pytest.mark.parametrize(
+    ("url", "authority"),
+    [
+        ("http://example.com:8080/a/b?c", "http://example.com:8080"),
+        ("https://[::1]/", "https://[::1]"),
+        ("http://example.com", "http://example.com"),
+    ],
+)
+def test_authority_of_is_scheme_and_authority(url: str, authority: str) -> None:
+    assert authority_of(url) == authority
 
 
 def test_host_allowed_with_an_empty_allow_list_allows_every_host() -> None:
