@@ -136,6 +136,7 @@ class Frontier:
         self._next_rid = 1  # request ids, the journal's keys
         self._ops: list[tuple[Any, ...]] | None = [] if journaled else None
         self._throttle = Throttle(settings)
+        self._per_host = settings.per_host_concurrency
         # robots.txt per origin, when obeyed. Robots requests use request id 0: they are
         # not journaled (a resumed crawl fetches robots.txt again) and not pages.
         self._robots: dict[str, Origin] | None = {} if settings.obey_robots else None
@@ -252,8 +253,9 @@ class Frontier:
     def _schedule(self, key: str, host: _Host, now: float) -> None:
         # With a fixed delay one request at a time: a worker may start a lease late, so
         # only ack-to-lease spacing can promise the gap.
-        cap = 1 if self._strict(host) else self.settings.per_host_concurrency
-        if host.scheduled or not host or host.in_flight >= cap:
+        if host.scheduled or not host.prios:
+            return
+        if host.in_flight >= (1 if host.floor or self._throttle.min_delay else self._per_host):
             return
         host.scheduled = True
         if host.next_at > now:
