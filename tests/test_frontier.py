@@ -792,6 +792,17 @@ def test_max_pages_keeps_the_unleased_requests_accounted_for() -> None:
     assert status["hosts"]["a.test"]["queued"] == 3
 
 
+def test_a_resumed_crawl_counts_the_pages_its_earlier_run_finished_against_max_pages() -> None:
+    frontier, _, _ = make({"max_pages": 5, "per_host_concurrency": 100})
+    queued = [(rid, "a.test", entry(f"http://a.test/{rid}")[2], 0) for rid in range(10, 15)]
+    frontier.restore([], queued, {"pages": 3, "failed/http_404": 1}, [])
+    leases = lease(frontier, want=10)
+    assert urls(leases) == ["http://a.test/10"]  # 3 pages + 1 failure before: one left
+    _, _, state = frontier.exchange("w1", [ok(leases[0][0])], 10)
+    assert (state, frontier.close_reason) == ("finished", "max_pages")
+    assert frontier.stats["pages"] == 4
+
+
 def test_max_items_writes_exactly_n_items() -> None:
     frontier, sink, _ = make({"max_items": 5})
     frontier.push([entry(f"http://a.test/{n}") for n in range(4)])
