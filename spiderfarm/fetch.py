@@ -54,18 +54,23 @@ MAX_HEADERS: Final = 128
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
+RETRY_AFTER_MAX_S = 86_400.0
+
+
 def retry_after_s(value: str | None, now: float | None = None) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), at
+    most a day (the frontier caps it lower still: a header must not park a host forever)."""
     if not value:
         return 0.0
     value = value.strip()
     if value.isascii() and value.isdigit():  # isdigit() alone accepts '²', which float() refuses
-        return float(value)
+        return min(float(value), RETRY_AFTER_MAX_S)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return 0.0
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    wait = when.timestamp() - (time.time() if now is None else now)
+    return min(max(0.0, wait), RETRY_AFTER_MAX_S)
 
 
 # -- DNS ------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ BURST_S = 0.25
 
 class _Host:
     __slots__ = (
-        "buckets", "delay", "errors", "failures", "floor", "in_flight", "next_at", "pages",
+        "buckets", "delay", "errors", "failures", "floor", "in_flight", "next_at", "owed", "pages",
         "prios", "scheduled",
     )  # fmt: skip
 
@@ -63,6 +63,9 @@ class _Host:
         # Priority buckets: most crawls use one priority, so a deque beats a heap.
         self.buckets: dict[int, deque[tuple[int, WireRequest, int]]] = {}
         self.prios: list[int] = []  # ascending; the highest is taken first
+        # Work already started once (retries, reclaimed leases) and robots.txt: taken
+        # before new requests, and still handed out when max_pages stops new ones.
+        self.owed: deque[tuple[int, WireRequest, int]] = deque()
         self.in_flight = 0
         self.next_at = 0.0
         self.scheduled = False
@@ -72,15 +75,22 @@ class _Host:
         self.floor = 0.0  # robots.txt Crawl-delay
         self.failures = 0  # connection failures in a row
 
-    def put(self, rid: int, wire: WireRequest, attempt: int) -> None:
+    def put(self, rid: int, wire: WireRequest, attempt: int) -> bool:
+        """Queue one request; True if it is owed work (see ``owed``)."""
+        if attempt or not rid:
+            self.owed.append((rid, wire, attempt))
+            return True
         prio = wire[W_PRIORITY]
         bucket = self.buckets.get(prio)
         if bucket is None:
             bucket = self.buckets[prio] = deque()
             bisect.insort(self.prios, prio)
         bucket.append((rid, wire, attempt))
+        return False
 
     def take(self) -> tuple[int, WireRequest, int]:
+        if self.owed:
+            return self.owed.popleft()
         prio = self.prios[-1]
         bucket = self.buckets[prio]
         entry = bucket.popleft()
@@ -89,11 +99,8 @@ class _Host:
             self.prios.pop()
         return entry
 
-    def peek(self) -> tuple[int, WireRequest, int]:
-        return self.buckets[self.prios[-1]][0]
-
     def __bool__(self) -> bool:
-        return bool(self.prios)
+        return bool(self.prios or self.owed)
 
 
 @dataclass(slots=True)
@@ -142,6 +149,7 @@ class Frontier:
         self._robots: dict[str, Origin] | None = {} if settings.obey_robots else None
         self._seq = 0
         self._handed_out = 0
+        self._owed = 0  # queued entries in the hosts' owed deques
         self.stats: Counter[str] = Counter()
         self.dead_letters: list[tuple[str, str, int]] = []
         self.state = RUNNING
@@ -241,7 +249,8 @@ class Frontier:
         if host is None:
             host = self._hosts[host_key] = _Host()
             host.delay = self._throttle.min_delay
-        host.put(rid, wire, attempt)
+        if host.put(rid, wire, attempt):
+            self._owed += 1
         self._queued += 1
         if not host.scheduled:
             self._schedule(host_key, host, self._clock())
@@ -253,7 +262,7 @@ class Frontier:
     def _schedule(self, key: str, host: _Host, now: float) -> None:
         # With a fixed delay one request at a time: a worker may start a lease late, so
         # only ack-to-lease spacing can promise the gap.
-        if host.scheduled or not host.prios:
+        if host.scheduled or not (host.prios or host.owed):
             return
         if host.in_flight >= (1 if host.floor or self._throttle.min_delay else self._per_host):
             return
@@ -307,18 +316,19 @@ class Frontier:
             if host.next_at > now:  # an ack pushed this host back after it became ready
                 heapq.heappush(waiting, (host.next_at, key))
                 continue
-            if max_pages and self._handed_out >= max_pages:
-                # No new pages past the limit; retries and robots.txt still go. The crawl
-                # closes only once every page handed out is acked (_check_finished): a
-                # lease handed back unstarted is leased again, so exactly max_pages run.
-                head_rid, _, head_attempt = host.peek()
-                if head_rid and head_attempt == 0:
-                    at_limit.append(key)
-                    continue
+            if max_pages and self._handed_out >= max_pages and not host.owed:
+                # No new pages past the limit; owed work (retries, reclaimed leases,
+                # robots.txt) still goes. The crawl closes once none is left and every
+                # page handed out is acked (_check_finished): a lease handed back
+                # unstarted is leased again, so exactly max_pages pages run.
+                at_limit.append(key)
+                continue
             host.scheduled = False
             rid, wire, attempt = host.take()
             self._queued -= 1
-            if attempt == 0 and rid:
+            if attempt or not rid:
+                self._owed -= 1
+            else:
                 self._handed_out += 1
             lease_id = self._next_lease
             self._next_lease += 1
@@ -360,15 +370,32 @@ class Frontier:
         _, rid, wire, attempt, _, key = lease
         host = self._hosts[key]
         host.in_flight -= 1
-        if kind != "release":
+        if kind not in ("release", "skip"):  # neither was an answer from the host
             self._note_response(host, kind, reason, info, now)
         stats = self.stats
-        if kind == "robots":
-            self._robots_result(key, wire, reason, items[0] if items else "", now)
-        elif kind == "release":
-            if attempt == 0:
+        is_robots = not rid and wire[W_CALLBACK] == ROBOTS_CALLBACK
+        if kind == "release":
+            if attempt == 0 and rid:
                 self._handed_out -= 1  # handed back unstarted: not a page against max_pages
             self._requeue(key, rid, wire, attempt, now, 0.0)
+        elif is_robots or kind == "robots":
+            if not is_robots or kind != "robots":
+                # A robots.txt fetch that ended any other way (a middleware raised, say)
+                # must still settle its origin, or its requests wait forever; a page
+                # lease reported as robots.txt is a confused worker.
+                stats["acks/bad_kind"] += 1
+                logger.warning("worker %s: outcome %r on %s", worker, kind, wire[W_URL])
+            if is_robots:
+                ok = kind == "robots"
+                self._robots_result(
+                    key, wire, reason if ok else "unavailable", items[0] if ok and items else "",
+                    now,
+                )  # fmt: skip
+            else:
+                host.errors += 1
+                stats["failed/bad_outcome"] += 1
+                if self._ops is not None:
+                    self._ops.append(("done", rid))
         elif kind == "retry" and attempt < self.settings.max_retries:
             stats[f"retries/{reason}"] += 1
             self._retry_later(key, rid, wire, attempt + 1, now, info[2])
@@ -408,6 +435,8 @@ class Frontier:
         status, latency, retry_after = info
         # Only a host that does not answer is backed off, not one serving bad pages.
         failed = kind in ("fail", "retry") and reason in CONNECTION_FAILURES
+        if not failed and not status:
+            return  # no answer and no connection failure (a bad URL, say): nothing learnt
         host.failures = host.failures + 1 if failed else 0
         host.delay = self._throttle.update(
             host.delay, host.floor, status, latency, failed, host.failures
@@ -427,6 +456,7 @@ class Frontier:
             room = max_items - self.stats["items"]
             if room <= 0:
                 self.stats["items/over_limit"] += len(items)
+                self._close("max_items")  # already reached: by a resumed job's earlier run
                 return
             if len(items) >= room:
                 self.stats["items/over_limit"] += len(items) - room
@@ -544,8 +574,8 @@ class Frontier:
         if self._leases:
             return
         limit = self.settings.max_pages
-        if limit and self._handed_out >= limit and not self._delayed:
-            self._close("max_pages")  # every page handed out is done; a retry may be due
+        if limit and self._handed_out >= limit and not self._owed and not self._delayed:
+            self._close("max_pages")  # every page handed out is done, and nothing is owed
         if self.state == CLOSING or self._queued == 0:
             self.state = FINISHED
             self.close_reason = self.close_reason or "finished"
@@ -571,7 +601,7 @@ class Frontier:
                 snapshot["dead_letters"] = list(self.dead_letters)
                 snapshot["hosts"] = {
                     key: {
-                        "queued": sum(len(b) for b in h.buckets.values()),
+                        "queued": len(h.owed) + sum(len(b) for b in h.buckets.values()),
                         "in_flight": h.in_flight,
                         "pages": h.pages,
                         "errors": h.errors,
@@ -619,6 +649,9 @@ class Frontier:
                 n for name, n in self.stats.items() if name.startswith("failed/")
             )
             self.dead_letters.extend(dead_letters)
+            max_items = self.settings.max_items
+            if max_items and self.stats["items"] >= max_items:
+                self._close("max_items")  # the earlier run wrote them all
             return self._queued
 
     def set_next_rid(self, rid: int) -> None:

@@ -196,8 +196,8 @@ def check_exchange(
             _fail("bad lease id or outcome kind")
         if not isinstance(reason, str) or len(reason) > 200:
             _fail("reason must be a short string")
-        if not isinstance(info, tuple) or len(info) != 3:
-            _fail("info must be (status, latency_s, retry_after_s)")
+        if not isinstance(info, tuple) or len(info) != 3 or not _good_info(*info):
+            _fail("info must be (status, latency_s, retry_after_s): an int 0..999, two seconds")
         if not isinstance(items, list) or not isinstance(requests, list):
             _fail("items and requests must be lists")
         if len(requests) > max_links:
@@ -206,6 +206,14 @@ def check_exchange(
             if not isinstance(item, str) or len(item) > max_item_bytes:
                 _fail(f"an item must be a JSON string of at most {max_item_bytes} bytes")
         _check_requests(requests)
+
+
+def _good_info(status: Any, latency: Any, retry_after: Any) -> bool:
+    return (
+        type(status) is int
+        and 0 <= status < 1000
+        and all(type(v) in (int, float) and 0 <= v < 1e9 for v in (latency, retry_after))
+    )
 
 
 def _check_requests(entries: Sequence[Any]) -> None:

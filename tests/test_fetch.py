@@ -271,6 +271,11 @@ def test_retry_after_delta_seconds() -> None:
     assert retry_after_s("0") == 0.0
 
 
+def test_retry_after_is_at_most_a_day() -> None:
+    assert retry_after_s("9" * 400) == 86_400.0  # float() of it is inf
+    assert retry_after_s("Fri, 31 Dec 9999 23:59:59 GMT") == 86_400.0
+
+
 def test_retry_after_http_date() -> None:
     now = 1_700_000_000.0
     assert retry_after_s(email.utils.formatdate(now + 30, usegmt=True), now=now) == 30.0

@@ -1013,3 +1013,122 @@ def test_concurrent_push_exchange_ack_acks_every_request_exactly_once() -> None:
     assert frontier.stats["filtered/duplicate"] == total // 250 * 50
     status = frontier.status()
     assert (status["state"], status["queued"], status["in_flight"]) == ("finished", 0, 0)
+
+
+# -- owed work and the limits (found in review: each lost pages or hung the crawl) ----------
+
+
+def test_max_pages_crawls_the_pages_of_a_dead_worker_before_closing() -> None:
+    frontier, _, clock = make({"max_pages": 2, "per_host_concurrency": 8})
+    frontier.push([entry(f"http://a.test/{n}") for n in (1, 2, 3)])
+    assert urls(lease(frontier, "w1", want=10)) == ["http://a.test/1", "http://a.test/2"]
+    clock.advance(11)  # w1 silent past worker_timeout_s: dead, its leases reclaimed
+    assert frontier.tick() == "running"
+    again = lease(frontier, "w2", want=10)
+    assert sorted((wire[W_URL], attempt) for _, attempt, wire in again) == [
+        ("http://a.test/1", 1),
+        ("http://a.test/2", 1),
+    ]
+    _, _, state = frontier.exchange("w2", [ok(i) for i, _, _ in again], 10)
+    assert (state, frontier.close_reason, frontier.stats["pages"]) == ("finished", "max_pages", 2)
+    assert frontier.status()["queued"] == 1  # a.test/3: never a page
+
+
+def test_max_pages_waits_for_a_retry_while_its_host_is_backed_off() -> None:
+    # 503 backs the host off for 1 s; the retry (backoff 0.25-0.75 s) becomes due first and
+    # waits in the host's queue: the crawl must not close over it.
+    frontier, _, clock = make({"max_pages": 1, "autothrottle": True})
+    frontier.push([entry("http://a.test/1"), entry("http://a.test/2")])
+    ((lease_id, _, _),) = lease(frontier, want=10)
+    frontier.exchange("w1", [retry(lease_id, "http_503")], 10)
+    clock.advance(0.8)
+    leases, _, state = frontier.exchange("w1", [], 10)
+    assert (leases, state) == ([], "running")
+    clock.advance(0.3)
+    ((lease_id, attempt, wire),) = lease(frontier, want=10)
+    assert (wire[W_URL], attempt) == ("http://a.test/1", 1)
+    _, _, state = frontier.exchange("w1", [ok(lease_id)], 10)
+    assert (state, frontier.stats["pages"]) == ("finished", 1)
+
+
+def test_owed_work_goes_before_new_requests_of_its_host() -> None:
+    frontier, _, _ = make({"per_host_concurrency": 1})
+    frontier.push([entry(f"http://a.test/{n}") for n in (1, 2, 3)])
+    ((lease_id, _, _),) = lease(frontier)
+    frontier.exchange("w1", [fail(lease_id, "disconnected")], 0)  # not retried: a fail
+    ((lease_id, _, _),) = lease(frontier)
+    frontier.exchange("w1", [retry(lease_id, "timeout")], 0)
+    frontier._clock.now += 60  # type: ignore[attr-defined]
+    assert [(wire[W_URL], attempt) for _, attempt, wire in lease(frontier)] == [
+        ("http://a.test/2", 1)
+    ]
+
+
+def robots_frontier(settings: Mapping[str, Any]) -> tuple[Frontier, Clock]:
+    clock = Clock()
+    merged = Settings.merge({"autothrottle": False, "randomize_delay": False}, settings)
+    return Frontier(merged, write_items=Sink(), clock=clock), clock
+
+
+def test_handing_back_a_robots_lease_does_not_free_a_page_under_max_pages() -> None:
+    frontier, _ = robots_frontier({"max_pages": 1})
+    frontier.push([entry("http://a.test/1"), entry("http://a.test/2"), entry("http://b.test/1")])
+    by_url = {wire[W_URL]: lease_id for lease_id, _, wire in lease(frontier, want=10)}
+    assert sorted(by_url) == ["http://a.test/robots.txt", "http://b.test/robots.txt"]
+    frontier.exchange("w1", [release(by_url["http://b.test/robots.txt"])], 0)
+    missing = (by_url["http://a.test/robots.txt"], "robots", "missing", [], [], (404, 0.01, 0.0))
+    frontier.exchange("w1", [missing], 0)
+    pages = [u for u in urls(lease(frontier, want=10)) if not u.endswith("/robots.txt")]
+    assert pages == ["http://a.test/1"]
+
+
+def test_a_robots_fetch_that_fails_any_other_way_settles_its_origin() -> None:
+    # A middleware raising on robots.txt reaches the frontier as a plain failure: the
+    # origin must count it as unavailable (retry, then give up), never wait forever.
+    frontier, clock = robots_frontier({"max_retries": 1})
+    frontier.push([entry("http://a.test/1")])
+    for attempt in range(2):
+        ((lease_id, got, wire),) = lease(frontier)
+        assert (wire[W_URL], got) == ("http://a.test/robots.txt", attempt)
+        frontier.exchange("w1", [fail(lease_id, "internal_error")], 0)
+        clock.advance(120)
+    leases, _, state = frontier.exchange("w1", [], 10)
+    assert (leases, state) == ([], "finished")
+    assert frontier.stats["robots/unavailable"] == 2
+    assert frontier.stats["filtered/robots_unavailable"] == 1
+    assert frontier.stats["acks/bad_kind"] == 2
+
+
+def test_a_page_lease_reported_as_robots_fails_that_page_only() -> None:
+    frontier, _, _ = make()
+    frontier.push([entry("http://a.test/1"), entry("http://a.test/2")])
+    first, second = lease(frontier)
+    confused = (first[0], "robots", "ok", [], ["User-agent: *"], (200, 0.01, 0.0))
+    _, refused, state = frontier.exchange("w1", [confused, ok(second[0])], 0)
+    assert (refused, state) == ([], "finished")
+    assert frontier.stats["failed/bad_outcome"] == 1
+    assert frontier.stats["pages"] == 1
+
+
+def test_a_resumed_job_that_reached_max_items_closes_at_once() -> None:
+    frontier, sink, _ = make({"max_items": 2})
+    queued = [(rid, "a.test", entry(f"http://a.test/{rid}")[2], 0) for rid in range(1, 6)]
+    frontier.restore([], queued, {"pages": 2, "items": 2}, [])
+    leases, _, state = frontier.exchange("w1", [], 10)
+    assert (leases, state, frontier.close_reason) == ([], "finished", "max_items")
+    assert sink.lines == []
+
+
+def test_an_outcome_that_got_no_answer_does_not_undo_a_backoff() -> None:
+    # Without autothrottle a 429 backs the host off until its next ordinary answer; a
+    # request a middleware skipped, or one that failed before reaching the host, is none.
+    frontier, _, _ = make({"per_host_concurrency": 8})
+    frontier.push([entry(f"http://a.test/{n}") for n in range(4)])
+    a, b, c, d = lease(frontier)
+    frontier.exchange("w1", [retry(a[0], "http_429")], 0)
+    skipped = (b[0], "skip", "requests/ignored", [], [], (0, 0.0, 0.0))
+    unanswered = (c[0], "fail", "internal_error", [], [], (0, 0.0, 0.0))
+    frontier.exchange("w1", [skipped, unanswered], 0)
+    assert frontier.status(detail=True)["hosts"]["a.test"]["delay_s"] == 1.0
+    frontier.exchange("w1", [ok(d[0])], 0)  # an ordinary answer: the backoff ends
+    assert frontier.status(detail=True)["hosts"]["a.test"]["delay_s"] == 0.0

@@ -241,6 +241,9 @@ async def test_oversized_and_malformed_acks_are_refused_and_the_server_serves_on
                 await client.exchange(me, [(lease_id, "ok", "", [], [huge], (200, 0.1, 0.0))], 0)
             with pytest.raises(ValueError, match="an outcome must be a 6-tuple"):
                 await client.exchange(me, [("junk",)], 0)  # type: ignore[list-item]
+            for info in [(200, "0.2", 0.0), ("200", 0.1, 0.0), (200, 0.1, float("nan"))]:
+                with pytest.raises(ValueError, match="info must be"):
+                    await client.exchange(me, [(lease_id, "ok", "", [], [], info)], 0)
             with pytest.raises(ValueError, match="want must be an int"):
                 await client.exchange(me, [], 10**9)
             bad_url = Request("http://127.0.0.1/").to_wire()
