@@ -599,7 +599,7 @@ def test_frontier_a_503_raises_that_hosts_delay_only() -> None:
     clock.advance(0.97)
     assert lease(f) == []  # a.test waits out its raised delay
     clock.advance(0.03)
-    assert urls(lease(f)) == ["http://a.test/2"]
+    assert urls(lease(f)) == ["http://a.test/1"]  # its retry, due by now, goes first
 
 
 def test_frontier_backs_off_a_host_whose_connections_keep_failing() -> None:
