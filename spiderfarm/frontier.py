@@ -419,9 +419,11 @@ class Frontier:
                 self._ops.append(("done", rid))
             if kind == "close":  # a callback raised CloseSpider(reason)
                 self._close(reason)
-            elif reason:  # counters the worker noted: callback errors, dropped items ...
+            elif reason:  # counters the worker noted: "callback_error,items/dropped*20"
                 for note in reason.split(","):
-                    stats[note if "/" in note else f"errors/{note}"] += 1
+                    name, _, times = note.partition("*")
+                    count = int(times) if times.isdigit() else 1
+                    stats[name if "/" in name else f"errors/{name}"] += min(count, 1_000_000)
             if new_requests:
                 self._push(new_requests)
             if items:

@@ -1132,3 +1132,13 @@ def test_an_outcome_that_got_no_answer_does_not_undo_a_backoff() -> None:
     assert frontier.status(detail=True)["hosts"]["a.test"]["delay_s"] == 1.0
     frontier.exchange("w1", [ok(d[0])], 0)  # an ordinary answer: the backoff ends
     assert frontier.status(detail=True)["hosts"]["a.test"]["delay_s"] == 0.0
+
+
+def test_worker_notes_count_with_a_multiplier() -> None:
+    frontier, _, _ = make()
+    frontier.push([entry("http://a.test/1")])
+    ((lease_id, _, _),) = lease(frontier)
+    frontier.exchange("w1", [ok(lease_id, reason="items/dropped*20,callback_error,bad_item*x")], 0)
+    assert frontier.stats["items/dropped"] == 20
+    assert frontier.stats["errors/callback_error"] == 1
+    assert frontier.stats["errors/bad_item"] == 1
