@@ -197,12 +197,11 @@ def run_crawl(args: argparse.Namespace) -> int:
         interrupts += 1
         if interrupts == 1:
             sys.stderr.write("\nstopping: finishing in-flight requests (Ctrl-C again to quit)\n")
-            server.frontier.close("shutdown")
+            server.request_close("shutdown")  # no lock in a handler: it may interrupt its holder
         else:
             for proc in workers:
                 proc.kill()
-            server.feed.flush()
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # server.stop() below closes (and flushes) the feed
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -432,7 +431,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         if stopping:
             raise KeyboardInterrupt
         stopping = True
-        server.frontier.close("shutdown")
+        server.request_close("shutdown")  # no lock in a handler: it may interrupt its holder
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)

@@ -629,6 +629,12 @@ class Frontier:
             ops, self._ops = self._ops or [], []
             return ops, feed_offset(), dict(self.stats), self.state, self.close_reason
 
+    def uncheckpoint(self, ops: list[tuple[Any, ...]]) -> None:
+        """Put back the changes of a checkpoint that could not be written, ahead of any
+        made since, so the next checkpoint writes them all (with a later feed offset)."""
+        with self._lock:
+            self._ops = ops + (self._ops or [])
+
     def restore(
         self,
         fingerprints: Iterable[int],

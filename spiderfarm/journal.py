@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpiderfarmError
+from .http import W_DONT_FILTER
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ class Journal:
         return state
 
     def fingerprints(self) -> Iterator[int]:
-        for (fp,) in self._db.execute("SELECT fp FROM requests"):
+        """The seen set: fingerprints of the requests added, but not of ``dont_filter``
+        ones, which a live crawl does not mark seen either (stored as fp 0)."""
+        for (fp,) in self._db.execute("SELECT fp FROM requests WHERE fp != 0"):
             yield fp
 
     def queued(self) -> Iterator[tuple[int, str, Any, int]]:
@@ -99,7 +102,8 @@ class Journal:
             kind = op[0]
             if kind == "add":
                 _, rid, fp, host, wire = op
-                adds.append((rid, fp, host, pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)))
+                blob = pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
+                adds.append((rid, 0 if wire[W_DONT_FILTER] else fp, host, blob))
             elif kind == "done":
                 dones.append((op[1],))
             elif kind == "attempt":

@@ -183,6 +183,7 @@ class FarmServer:
             },
         )
         self._server: ManagerServer | None = None
+        self._close_requested = ""
         self.address: tuple[str, int] = config.bind
 
     def seed(self) -> int:
@@ -212,9 +213,16 @@ class FarmServer:
             self._committer.start()
         return self.address
 
+    def request_close(self, reason: str) -> None:
+        """Ask ``wait`` to close the crawl at its next tick. Safe in a signal handler: it
+        takes no lock (the handler may interrupt this very thread holding the frontier's)."""
+        self._close_requested = reason
+
     def wait(self, on_tick: Any = None, tick_s: float = 0.5) -> None:
-        """Block until the crawl is finished (call ``frontier.close`` to end it early)."""
+        """Block until the crawl is finished (``request_close`` ends it early)."""
         while self.frontier.tick() != FINISHED:
+            if self._close_requested:
+                self.frontier.close(self._close_requested)
             if on_tick is not None:
                 on_tick()
             # Items reach the file within a tick, for anyone watching it grow.
@@ -231,7 +239,8 @@ class FarmServer:
             time.sleep(0.05)
 
     def _commit(self) -> None:
-        """Write the frontier's changes and the matching feed offset to the job dir."""
+        """Write the frontier's changes and the matching feed offset to the job dir; if
+        that fails, the changes go back to the frontier for the next commit."""
         assert self.journal is not None
         ops, offset, stats, state, reason = self.frontier.checkpoint(self.feed.offset)
         meta = {
@@ -242,7 +251,11 @@ class FarmServer:
             "state": state,
             "close_reason": reason,
         }
-        self.journal.commit(ops, meta)
+        try:
+            self.journal.commit(ops, meta)
+        except BaseException:
+            self.frontier.uncheckpoint(ops)
+            raise
 
     def _commit_loop(self, every_s: float = 0.2) -> None:
         assert self._server is not None
