@@ -207,7 +207,9 @@ def _dispatch(conn: Connection, method: str, args: tuple[Any, ...]) -> Any:
     kind, result = conn.recv()
     if kind == "#RETURN":
         return result
-    raise RemoteError(f"server refused {method}: {result}")
+    # Not a refusal of our data: the peer is not (or not yet) a spiderfarm server that
+    # serves us. An OSError, so call() retries it with backoff like any connection error.
+    raise ConnectionError(f"server refused {method}: {str(result).strip()[-200:]}")
 
 
 def _describe(exc: BaseException) -> str:

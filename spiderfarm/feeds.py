@@ -79,7 +79,13 @@ class _CsvFeed(_JsonLinesFeed):
 
     def write(self, lines: list[str]) -> None:
         for line in lines:
-            item = json.loads(line)
+            try:
+                item = json.loads(line)
+            except ValueError:
+                item = None
+            if not isinstance(item, dict):  # workers send JSON objects; never crash on one
+                logger.error("CSV feed %s: skipping an item that is not a JSON object", self.path)
+                continue
             if self._writer is None:
                 self._writer = csv.DictWriter(
                     self._fh, fieldnames=list(item), extrasaction="ignore", lineterminator="\n"
@@ -100,7 +106,7 @@ class _CsvFeed(_JsonLinesFeed):
                     for k, v in item.items()
                 }
             )
-        self.count += len(lines)
+            self.count += 1
 
 
 FEED_FORMATS = {

@@ -464,7 +464,14 @@ class Frontier:
                 self.stats["items/over_limit"] += len(items) - room
                 items = items[:room]
                 self._close("max_items")
-        self._write_items(items)
+        try:
+            self._write_items(items)
+        except OSError as exc:  # disk full, say: no crawl can go on, but none is lost mid-ack
+            if self.state == RUNNING:
+                logger.error("cannot write items to the feed (%s): closing the crawl", exc)
+            self.stats["items/write_errors"] += len(items)
+            self._close("feed_error")
+            return
         self.stats["items"] += len(items)
 
     def _requeue(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing as mp
 import os
 import signal
 import time
 from collections.abc import Iterator
+from multiprocessing.managers import BaseManager
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,19 @@ async def test_a_cancelled_call_never_hands_its_late_reply_to_the_next_call(
 def server_site(server: ServerProcess) -> str:
     start = next(a for a in server.argv if a.startswith("start_url="))
     return start.removeprefix("start_url=").split("links/")[0]
+
+
+async def test_a_manager_that_is_not_a_spiderfarm_server_is_a_connect_error() -> None:
+    # Right key, wrong server: a plain BaseManager without the frontier service. That is
+    # a connection problem (retried, then a clear ConnectError), never a refused batch.
+    key = bytes.fromhex(KEY_HEX)
+    manager = BaseManager(address=("127.0.0.1", 0), authkey=key, ctx=mp.get_context("spawn"))
+    manager.start()
+    host, port = manager.address
+    client = FrontierClient((host, port), key, call_timeout_s=2.0, give_up_s=0.5)
+    try:
+        with pytest.raises(ConnectError, match="server refused create"):
+            await client.hello({"host": "test", "pid": 1})
+    finally:
+        await client.close()
+        manager.shutdown()

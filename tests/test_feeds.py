@@ -256,3 +256,11 @@ def test_a_path_in_a_missing_directory_is_unwritable(tmp_path: Path) -> None:
         f"cannot write the feed {str(path)!r}: No such file or directory; "
         "choose a writable path with -o"
     )
+
+
+def test_csv_feed_skips_a_line_that_is_not_a_json_object(tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    feed = open_feed(path)
+    feed.write(['{"a": 1}', "not json", "[1, 2]", '{"a": 2}'])
+    feed.close()
+    assert path.read_text() == "a\n1\n2\n"

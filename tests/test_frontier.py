@@ -1142,3 +1142,17 @@ def test_worker_notes_count_with_a_multiplier() -> None:
     assert frontier.stats["items/dropped"] == 20
     assert frontier.stats["errors/callback_error"] == 1
     assert frontier.stats["errors/bad_item"] == 1
+
+
+def test_a_feed_that_cannot_be_written_closes_the_crawl_without_losing_the_ack() -> None:
+    def disk_full(lines: list[str]) -> None:
+        raise OSError(28, "No space left on device")
+
+    frontier = Frontier(Settings.merge({"obey_robots": False}), write_items=disk_full)
+    frontier.push([entry("http://a.test/1"), entry("http://a.test/2")])
+    first, second = lease(frontier)
+    _, refused, state = frontier.exchange("w1", [ok(first[0], items=[item(1)])], 0)
+    assert (refused, state, frontier.close_reason) == ([], "closing", "feed_error")
+    _, _, state = frontier.exchange("w1", [ok(second[0])], 0)
+    assert state == "finished"
+    assert (frontier.stats["pages"], frontier.stats["items/write_errors"]) == (2, 1)
