@@ -412,6 +412,11 @@ class Frontier:
             if items:
                 self._accept_items(items)
         else:
+            if items and not self._accept_items(items):
+                # Not written (disk full): the page is not done; a resumed job fetches it.
+                self._requeue(key, rid, wire, attempt, now, 0.0)
+                self._schedule(key, host, now)
+                return True
             if kind != "skip":  # skip: a middleware ignored or replaced it, nothing fetched
                 host.pages += 1
                 stats["pages"] += 1
@@ -426,8 +431,6 @@ class Frontier:
                     stats[name if "/" in name else f"errors/{name}"] += min(count, 1_000_000)
             if new_requests:
                 self._push(new_requests)
-            if items:
-                self._accept_items(items)
         self._schedule(key, host, now)
         return True
 
@@ -452,14 +455,15 @@ class Frontier:
         if retry_after:
             host.next_at = max(host.next_at, now + min(retry_after, self._throttle.max_delay))
 
-    def _accept_items(self, items: list[str]) -> None:
+    def _accept_items(self, items: list[str]) -> bool:
+        """Write ``items`` (up to max_items); False if the feed could not take them."""
         max_items = self.settings.max_items
         if max_items:
             room = max_items - self.stats["items"]
             if room <= 0:
                 self.stats["items/over_limit"] += len(items)
                 self._close("max_items")  # already reached: by a resumed job's earlier run
-                return
+                return True
             if len(items) >= room:
                 self.stats["items/over_limit"] += len(items) - room
                 items = items[:room]
@@ -471,8 +475,9 @@ class Frontier:
                 logger.error("cannot write items to the feed (%s): closing the crawl", exc)
             self.stats["items/write_errors"] += len(items)
             self._close("feed_error")
-            return
+            return False
         self.stats["items"] += len(items)
+        return True
 
     def _requeue(
         self, key: str, rid: int, wire: WireRequest, attempt: int, now: float, delay: float
