@@ -18,6 +18,14 @@ from .http import Request, Response
 __all__ = ["Spider", "load_spider"]
 
 
+# Spider arguments that are lists: given as a string (``-a``), they are split on commas.
+_LISTS = frozenset({"allowed_domains", "start_urls"})
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 class Spider:
     """Subclass this: set ``name`` and ``start_urls`` and write ``parse(response)``.
 
@@ -40,10 +48,12 @@ class Spider:
                     f"spider argument {key!r} cannot be set on spider {self.name!r}: "
                     "it is not a valid name or would replace a method"
                 )
-            if key == "start_urls" and isinstance(value, str):  # -a start_urls=URL,URL
-                setattr(self, key, [u.strip() for u in value.split(",") if u.strip()])
+            if key in _LISTS and isinstance(value, str):  # -a start_urls=URL,URL
+                setattr(self, key, _split(value))
             else:
                 setattr(self, key, value)
+        if isinstance(self.allowed_domains, str):  # allowed_domains = "example.com"
+            self.allowed_domains = _split(self.allowed_domains)
         self.logger = logging.getLogger(f"spiderfarm.spider.{self.name or type(self).__name__}")
 
     def start_requests(self) -> Iterable[Request]:

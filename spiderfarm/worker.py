@@ -22,15 +22,15 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
-from multiprocessing.managers import RemoteError
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
 from .client import FrontierClient
-from .errors import CloseSpider, DropItem, FetchError, IgnoreRequest
+from .errors import CloseSpider, ConnectError, DropItem, FetchError, IgnoreRequest
 from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
-from .http import W_URL, Request, Response, current_spider
+from .http import W_URL, Request, Response, WireRequest, current_spider
 from .middleware import Middlewares, Pipelines, load_components
 from .politeness import ROBOTS_CALLBACK, ROBOTS_MAX_BYTES
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE
@@ -54,6 +54,8 @@ _NO_INFO = (0, 0.0, 0.0)
 # politeness_key=ip: a host that did not resolve is keyed by its name for this long
 # before it is looked up again (its links meanwhile cost no lookup).
 _LOOKUP_RETRY_S = 60.0
+# A CloseSpider reason is user text; the server refuses a reason over 200 characters.
+_MAX_CLOSE_REASON = 100
 
 
 def _json_default(value: Any) -> Any:
@@ -88,10 +90,34 @@ def encode_item(item: Any) -> str:
     return json.dumps(item, ensure_ascii=False, default=_json_default)
 
 
-class _CallbackResult:
-    __slots__ = ("close_reason", "items", "notes", "raw", "requests")
+def join_notes(notes: list[str]) -> str:
+    """Notes as the frontier reads them: each name once, in order of first appearance,
+    with a count when repeated (``items/dropped*20,callback_error``), so that a page's
+    notes stay far below the server's cap on a reason's length."""
+    if len(notes) < 2:
+        return notes[0] if notes else ""
+    counts = dict.fromkeys(notes, 0)
+    for note in notes:
+        counts[note] += 1
+    return ",".join(note if n == 1 else f"{note}*{n}" for note, n in counts.items())
 
-    def __init__(self) -> None:
+
+def _single(output: Any) -> bool:
+    """Whether a callback's return value is one value (an item or a Request), not many."""
+    return (
+        output is None
+        or isinstance(output, dict | Request | Mapping)
+        or (dataclasses.is_dataclass(output) and not isinstance(output, type))
+    )
+
+
+class _CallbackResult:
+    __slots__ = ("again", "close_reason", "items", "notes", "raw", "requests")
+
+    def __init__(self, again: bool = False) -> None:
+        # A page leased again while its earlier lease (expired) is still unanswered: the
+        # links that lease recorded as sent may yet be refused, so send them again.
+        self.again = again
         self.items: list[str] = []
         self.raw: list[Any] = []  # items waiting for the pipelines
         self.requests: list[PushEntry] = []
@@ -125,6 +151,10 @@ class Worker:
         self._fingerprinter = Fingerprinter()
         self._sent: dict[int, int] = {}  # fingerprint -> least depth already sent
         self._sent_urls: dict[str, int] = {}  # exact URL -> least depth already sent
+        # Leases held, from lease until the server has answered their outcome: lease id
+        # -> URL, and URL -> how many (two when an expired lease's page came back to us).
+        self._lease_urls: dict[int, str] = {}
+        self._leased: dict[str, int] = {}
         self._keys: dict[str, str] = {}  # scheme://authority -> politeness key
         # politeness_key=ip: "" in _keys marks an authority whose key needs a DNS lookup;
         # lookups in progress, and hosts that did not resolve (-> when to try again).
@@ -242,10 +272,18 @@ class Worker:
                 outcomes, self._outcomes = self._outcomes, []
                 try:
                     leases, refused, self._state = await client.exchange(worker_id, outcomes, want)
-                except (ValueError, RemoteError) as exc:
-                    # The server validated and refused this batch; its leases will expire
-                    # and be retried. Crawling on beats dying over one bad batch.
-                    logger.error("server refused a batch of %d outcomes: %s", len(outcomes), exc)
+                except ConnectError:
+                    raise
+                except Exception as exc:
+                    # The server refused the batch (or it would not pickle): send the
+                    # outcomes one by one, so that only a bad one is lost.
+                    logger.error(
+                        "server refused a batch of %d outcomes (%s: %s); sending them one by one",
+                        len(outcomes), type(exc).__name__, exc,
+                    )  # fmt: skip
+                    await self._send_singly(outcomes)
+                    if not outcomes:  # not ours to blame: do not spin on a failing server
+                        await asyncio.sleep(0.5)
                     last_call = time.monotonic()
                     continue
                 last_call = time.monotonic()
@@ -253,7 +291,12 @@ class Worker:
                     logger.warning(
                         "server refused %d late acks (their leases had expired)", len(refused)
                     )
+                    self._forget_sent(outcomes, refused)
+                self._settle(outcomes)
+                urls, leased = self._lease_urls, self._leased
                 for lease in leases:
+                    url = urls[lease[0]] = lease[2][W_URL]
+                    leased[url] = leased.get(url, 0) + 1
                     self._buffer.put_nowait(lease)
                 if want and not leases and not outcomes:
                     idle_poll = min(idle_poll * 2, 0.1)  # nothing to do yet: back off
@@ -264,6 +307,47 @@ class Worker:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), idle_poll if not ending else 0.05)
+
+    async def _send_singly(self, outcomes: list[Outcome]) -> None:
+        """Send each outcome on its own; log and drop the ones the server refuses."""
+        for outcome in outcomes:
+            lease_id = outcome[0]
+            try:
+                _, refused, self._state = await self.client.exchange(self.worker_id, [outcome], 0)
+            except ConnectError:
+                raise
+            except Exception as exc:
+                logger.error(
+                    "dropping the outcome of %s (%s, lease %d): %s: %s",
+                    self._lease_urls.get(lease_id, "a request"), outcome[1], lease_id,
+                    type(exc).__name__, exc,
+                )  # fmt: skip
+                refused = [lease_id]
+            if refused:
+                self._forget_sent([outcome], refused)
+            self._settle([outcome])
+
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        urls, leased = self._lease_urls, self._leased
+        for outcome in outcomes:
+            url = urls.pop(outcome[0], None)
+            if url is not None:
+                if leased[url] > 1:
+                    leased[url] -= 1
+                else:
+                    del leased[url]
+
+    def _forget_sent(self, outcomes: list[Outcome], refused: list[int]) -> None:
+        """Un-record the links of outcomes the server never took: when their page is
+        fetched again, its links must go out again. (A page fetched again while its first
+        outcome is still unanswered sends its links regardless: see ``_CallbackResult``.)"""
+        lost = set(refused)
+        sent, sent_urls = self._sent, self._sent_urls
+        for outcome in outcomes:
+            if outcome[0] in lost:
+                for fp, _, wire in outcome[3]:
+                    sent.pop(fp, None)
+                    sent_urls.pop(wire[W_URL], None)
 
     async def _slot(self) -> None:
         buffer = self._buffer
@@ -320,7 +404,7 @@ class Worker:
             self._collect(response, request, result, depth=request.depth)
             if self._resolve_keys and result.requests:
                 await self._fill_ip_keys(result.requests)
-            notes = ",".join(["requests/rescheduled", *result.notes])
+            notes = join_notes(["requests/rescheduled", *result.notes])
             return (lease_id, "skip", notes, result.requests, [], _NO_INFO)
         self.pages += 1
         status = response.status
@@ -331,9 +415,11 @@ class Worker:
             return await self._failed(
                 request, lease_id, attempt, error, retry, (status, latency, wait)
             )
-        result = await self._run_callback(request, response, request.callback or "parse")
+        result = await self._run_callback(
+            request, response, request.callback or "parse", request.cb_kwargs
+        )
         kind = "close" if result.close_reason else "ok"
-        reason = result.close_reason or ",".join(result.notes)
+        reason = result.close_reason or join_notes(result.notes)
         return (lease_id, kind, reason, result.requests, result.items, (status, latency, 0.0))
 
     async def _fetch_robots(self, lease_id: int, request: Request) -> Outcome:
@@ -349,6 +435,9 @@ class Worker:
                 response = await self._fetcher.fetch(request)
         except (FetchError, IgnoreRequest) as exc:
             logger.info("robots.txt unavailable: %s", exc)
+            return (lease_id, "robots", "unavailable", [], [], (0, time.monotonic() - started, 0.0))
+        except Exception:
+            logger.exception("downloader middleware failed on %s", request.url)
             return (lease_id, "robots", "unavailable", [], [], (0, time.monotonic() - started, 0.0))
         info = (response.status, time.monotonic() - started, 0.0)
         if 200 <= response.status < 300:
@@ -367,34 +456,41 @@ class Worker:
         retry: bool,
         info: tuple[int, float, float],
     ) -> Outcome:
-        final = not retry or attempt >= self.settings.max_retries
-        if final and request.errback:
-            # The errback sees the final failure only; its output is acked with it.
-            result = await self._run_callback(request, exc, request.errback)
-            return (lease_id, "fail", exc.reason, result.requests, result.items, info)
-        return (lease_id, "retry" if retry else "fail", exc.reason, [], [], info)
+        kind = "retry" if retry else "fail"
+        if request.errback and (not retry or attempt >= self.settings.max_retries):
+            # The errback sees the final failure only (Scrapy's ``errback(failure)``, with
+            # ``failure.request``); its output is acked with it. The kind stays "retry" so
+            # that the frontier dead-letters a request that ran out of retries.
+            exc.request = request  # type: ignore[attr-defined]
+            result = await self._run_callback(request, exc, request.errback, None)
+            return (lease_id, kind, exc.reason, result.requests, result.items, info)
+        return (lease_id, kind, exc.reason, [], [], info)
 
     async def _run_callback(
-        self, request: Request, arg: Response | FetchError, name: str
+        self,
+        request: Request,
+        arg: Response | FetchError,
+        name: str,
+        kwargs: dict[str, Any] | None = None,
     ) -> _CallbackResult:
-        result = _CallbackResult()
+        result = _CallbackResult(self._leased.get(request.url, 0) > 1)
         token = current_spider.set(self.spider)
         try:
             callback = getattr(self.spider, name)
-            output = callback(arg, **(request.cb_kwargs or {}))
+            output = callback(arg, **kwargs) if kwargs else callback(arg)
             if inspect.isasyncgen(output):
                 async for value in output:
                     self._collect(value, request, result)
             else:
                 if inspect.isawaitable(output):
                     output = await output
-                if isinstance(output, dict | Request) or output is None:
+                if not inspect.isgenerator(output) and _single(output):
                     self._collect(output, request, result)
                 else:
                     for value in output:
                         self._collect(value, request, result)
         except CloseSpider as exc:
-            result.close_reason = exc.reason or "close_spider"
+            result.close_reason = str(exc.reason or "close_spider")[:_MAX_CLOSE_REASON]
         except IgnoreRequest:
             pass
         except Exception:
@@ -433,37 +529,63 @@ class Worker:
             return
         if isinstance(value, Request):
             depth = parent.depth + 1 if depth is None else depth
+            url = value.url
             plain = value.method == "GET" and value.body is None and not value.dont_filter
+            sent_urls = self._sent_urls
             if plain:
                 # Most links on a page were sent before: drop them by their exact text,
                 # before paying for canonicalisation and hashing.
-                known = self._sent_urls.get(value.url)
-                if known is not None and known <= depth:
+                known = sent_urls.get(url)
+                if known is not None and known <= depth and not result.again:
                     return
-                if len(self._sent_urls) > 1_000_000:
-                    self._sent_urls.clear()
-                self._sent_urls[value.url] = depth
-            value.depth = depth
-            if self._depth_priority:
-                value.priority -= depth * self._depth_priority
-            fp = self._fingerprinter.fingerprint(value.url, value.method, value.body)
+                if len(sent_urls) > 1_000_000:
+                    sent_urls.clear()
+            fp = self._fingerprinter.fingerprint(url, value.method, value.body)
             if not value.dont_filter:
                 # Drop repeats before they cross the wire; the server dedups for the farm.
                 sent = self._sent.get(fp)
-                if sent is not None and sent <= depth:
+                if sent is not None and sent <= depth and not result.again:
+                    if plain:  # another spelling of a sent URL: next time, drop it sooner
+                        sent_urls[url] = depth
                     return
-                if len(self._sent) > 1_000_000:
-                    self._sent.clear()
-                self._sent[fp] = depth
+            # Only a request that goes out is recorded as sent (and un-recorded if the
+            # server refuses the ack that carries it: see _forget_sent).
             if len(result.requests) >= MAX_LINKS_PER_PAGE:
                 if "too_many_links" not in result.notes:  # the server would refuse the batch
                     result.notes.append("too_many_links")
                 return
-            result.requests.append((fp, self._politeness_key(value.url), value.to_wire()))
+            value.depth = depth
+            if self._depth_priority:
+                value.priority -= depth * self._depth_priority
+            wire = value.to_wire()
+            # Headers, meta and cb_kwargs may hold any object; one that does not pickle
+            # would fail the whole exchange, so it is found here, while its URL is known.
+            if (wire[3] or wire[5] or wire[8]) and not self._pickles(wire, result):
+                return
+            if not value.dont_filter:
+                if len(self._sent) > 1_000_000:
+                    self._sent.clear()
+                self._sent[fp] = depth
+            if plain:
+                sent_urls[url] = depth
+            result.requests.append((fp, self._politeness_key(url), wire))
         elif self._pipelines is not None:
             result.raw.append(value)
         else:
             self._encode(value, parent, result)
+
+    def _pickles(self, wire: WireRequest, result: _CallbackResult) -> bool:
+        try:
+            ForkingPickler.dumps(wire)
+        except Exception as exc:
+            logger.error(
+                "spider %s: dropping request %s: its headers, meta or cb_kwargs do not "
+                "pickle (%s: %s); requests cross processes, so give them plain data",
+                self.spider.name, wire[W_URL], type(exc).__name__, exc,
+            )  # fmt: skip
+            result.notes.append("requests/unpicklable")
+            return False
+        return True
 
     def _politeness_key(self, url: str) -> str:
         """``_key_of(url)``, cached by the URL's scheme and authority (a crawl has few);

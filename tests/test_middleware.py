@@ -30,6 +30,7 @@ from tests.farm import read_items, run_cli
 from tests.sites import (
     HITS,
     PROXIED,
+    ROBOTS,
     ThreadedSites,
     make_proxy_app,
     make_test_app,
@@ -429,6 +430,60 @@ def test_proxy_middleware_sends_every_page_through_the_proxy(proxy_crawl: ProxyC
 def test_robots_txt_goes_through_the_proxy_too(proxy_crawl: ProxyCrawl) -> None:
     assert f"{proxy_crawl.base}robots.txt" in proxy_crawl.proxied
     assert ("/robots.txt", "1.1 spiderfarm-test-proxy") in proxy_crawl.hits
+
+
+# -- robots.txt and a raising middleware ---------------------------------------------------
+
+ROBOTS_SPIDER = """
+from spiderfarm import Spider
+
+
+class NeedsSession:
+    raised = False
+
+    def process_request(self, request, spider):
+        # A middleware that assumes every request carries meta: robots.txt has none. It
+        # fails once, on the first robots.txt fetch; the retry goes through.
+        if request.url.endswith("/robots.txt") and not NeedsSession.raised:
+            NeedsSession.raised = True
+            request.meta["session"]
+        return None
+
+
+class Robots(Spider):
+    name = "robots_mw"
+    downloader_middlewares = [NeedsSession]
+
+    def parse(self, response):
+        yield {"url": response.url}
+        yield from response.follow_all(css="a")
+"""
+
+
+def test_a_middleware_failing_on_robots_txt_counts_it_unavailable(tmp_path: Path) -> None:
+    spider = tmp_path / "robots_mw.py"
+    spider.write_text(textwrap.dedent(ROBOTS_SPIDER))
+    app = make_test_app()
+    app[ROBOTS] = (200, "User-agent: *\nDisallow: /links/3\n")
+    with ThreadedSites(app) as (site,):
+        run = run_farm(
+            spider, {"start_urls": site.url("links/0?max=4")},
+            {"obey_robots": "true", "retry_backoff_s": "0.05"}, tmp_path, workers=1,
+        )  # fmt: skip
+        robots_url = site.url("robots.txt")
+    assert run.codes == [0], run.stderr
+    assert run.status["close_reason"] == "finished"
+    stats = run.status["stats"]
+    assert (stats["robots/unavailable"], stats["robots/ok"]) == (1, 1)
+    assert "acks/bad_kind" not in stats
+    assert stats["pages"] == 4  # /links/0..4 but /links/3
+    assert stats["filtered/robots"] == 1
+    assert sorted(p for p, _, _ in app[HITS]) == [
+        "/links/0?max=4", "/links/1?max=4", "/links/2?max=4", "/links/4?max=4", "/robots.txt",
+    ]  # fmt: skip
+    assert run.stderr.count(f"downloader middleware failed on {robots_url}") == 1
+    assert run.stderr.count("Traceback") == 1
+    assert "internal error" not in run.stderr
 
 
 # -- configuration errors -----------------------------------------------------------------

@@ -129,6 +129,22 @@ def test_start_urls_argument_entries_are_stripped_and_empties_dropped(
     assert ArgSpider(start_urls=given).start_urls == expected
 
 
+def test_allowed_domains_given_as_an_argument_is_split_on_commas() -> None:
+    # -a allowed_domains=localhost: a list of one domain, never a set of characters.
+    assert ArgSpider(allowed_domains="localhost").allowed_domains == ["localhost"]
+    spider = ArgSpider(allowed_domains=" example.com, example.org ,")
+    assert spider.allowed_domains == ["example.com", "example.org"]
+    assert ArgSpider.allowed_domains == ()
+
+
+def test_allowed_domains_set_as_a_string_on_the_class_is_one_domain() -> None:
+    class OneDomain(Spider):
+        name = "one"
+        allowed_domains = "example.com"  # type: ignore[assignment]
+
+    assert OneDomain().allowed_domains == ["example.com"]
+
+
 def test_the_logger_argument_is_refused() -> None:
     with pytest.raises(SpiderLoadError) as info:
         ArgSpider(logger="x")

@@ -1,0 +1,420 @@
+"""The worker when a spider or the server misbehaves: long notes, refused outcomes,
+unpicklable requests, late acks, odd callback return values and errbacks.
+
+Each crawl is the real ``python -m spiderfarm crawl`` (server and one worker process)
+against a small aiohttp site on ``127.0.0.1:0`` that records every path it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from spiderfarm import Request, Spider
+from spiderfarm import worker as worker_module
+from spiderfarm.settings import Settings
+from spiderfarm.urls import host_of
+from spiderfarm.worker import Worker, _CallbackResult, join_notes
+from tests.farm import read_items, run_cli
+from tests.sites import ThreadedSites
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass
+class Crawl:
+    returncode: int
+    stdout: str
+    stderr: str
+    items: list[dict[str, object]]
+    hits: Counter[str]  # path -> times the site served it
+    base: str  # the site's URL, ending in "/"
+
+
+def pages_app(hits: list[str], links: dict[str, list[str]], *, rows: int = 0) -> web.Application:
+    """``/p/{name}``: ``<h1>name</h1>``, ``rows`` ``<li data-price>`` rows (every odd one
+    without a price) and links to ``/p/{target}`` for each target in ``links[name]``."""
+
+    async def page(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        hits.append(request.path)
+        if request.query.get("delay_again") and hits.count(request.path) > 1:
+            await asyncio.sleep(float(request.query["delay_again"]))
+        items = "".join(f'<li data-price="{"" if i % 2 else i}">{i}</li>' for i in range(rows))
+        anchors = "".join(f'<a href="/p/{t}">{t}</a>' for t in links.get(name, []))
+        body = f"<html><body><h1>{name}</h1><ul>{items}</ul>{anchors}</body></html>"
+        return web.Response(text=body, content_type="text/html")
+
+    async def down(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(status=503, text="down")
+
+    async def missing(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(status=404, text="no such page")
+
+    app = web.Application()
+    app.router.add_get("/p/{name}", page)
+    app.router.add_get("/down", down)
+    app.router.add_get("/missing", missing)
+    return app
+
+
+def crawl(
+    tmp_path: Path,
+    source: str,
+    links: dict[str, list[str]] | None = None,
+    *args: str,
+    rows: int = 0,
+) -> Crawl:
+    """Crawl with ``source`` (``BASE`` in it is the site's URL) and one worker."""
+    hits: list[str] = []
+    out = tmp_path / "out.jsonl"
+    with ThreadedSites(pages_app(hits, links or {}, rows=rows)) as (site,):
+        spider = tmp_path / "spider.py"
+        spider.write_text(textwrap.dedent(source).replace("BASE", site.url()))
+        result = run_cli(
+            ["crawl", str(spider), "-q", "--workers", "1", "-o", str(out),
+             "-s", "obey_robots=false", *args],
+            timeout_s=90,
+        )  # fmt: skip
+        base = site.url()
+    items = read_items(out) if out.exists() else []
+    return Crawl(result.returncode, result.stdout, result.stderr, items, Counter(hits), base)
+
+
+# -- notes and close reasons stay short --------------------------------------------
+
+
+def test_notes_are_joined_with_counts_in_order_of_first_appearance() -> None:
+    notes = ["items/dropped"] * 20 + ["callback_error", "items/dropped", "bad_item"]
+    assert join_notes(notes) == "items/dropped*21,callback_error,bad_item"
+    assert join_notes(["pipeline_error"]) == "pipeline_error"
+    assert join_notes([]) == ""
+
+
+NOTES_SPIDER = """
+from spiderfarm import DropItem, Spider
+
+
+class RequirePrice:
+    def process_item(self, item, spider):
+        if not item.get("price"):
+            raise DropItem("no price")
+        return item
+
+
+class Notes(Spider):
+    name = "notes"
+    start_urls = ["BASEp/0"]
+    item_pipelines = [RequirePrice]
+
+    def parse(self, response):
+        for li in response.css("li"):
+            yield {"page": response.url, "price": li.attrib["data-price"]}
+        yield {"page": response.url, "price": "1", "bad": object()}  # not JSON: bad_item
+        yield from response.follow_all(css="a")
+"""
+
+
+def test_a_page_with_many_dropped_items_is_acked_and_counted(tmp_path: Path) -> None:
+    # 40 rows a page, 20 without a price: one note per drop would make a reason of over
+    # 300 characters, which the server refuses.
+    links = {"0": ["1", "2", "3"]}
+    run = crawl(tmp_path, NOTES_SPIDER, links, "-s", "lease_timeout_s=3", "-s", "max_retries=0",
+                rows=40)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("crawl finished: 4 pages, 80 items, 4 errors in ")
+    assert lines[1:3] == ["  errors/bad_item: 4", "  items/dropped: 80"]
+    assert run.hits == Counter({"/p/0": 1, "/p/1": 1, "/p/2": 1, "/p/3": 1})
+    assert Counter(item["page"] for item in run.items) == {f"{run.base}p/{n}": 20 for n in range(4)}
+    assert "refused" not in run.stderr
+
+
+def test_a_long_close_spider_reason_is_cut_to_100_characters(tmp_path: Path) -> None:
+    source = """
+    from spiderfarm import CloseSpider, Spider
+
+
+    class Closer(Spider):
+        name = "closer"
+        start_urls = ["BASEp/0"]
+
+        def parse(self, response):
+            yield {"url": response.url}
+            raise CloseSpider("enough " + "x" * 300)
+    """
+    run = crawl(tmp_path, source, {}, "-s", "lease_timeout_s=3", "-s", "max_retries=0")
+    assert run.returncode == 0, run.stderr
+    reason = "enough " + "x" * 93
+    assert run.stdout.startswith(f"crawl {reason}: 1 pages, 1 items, 0 errors in ")
+    assert run.items == [{"url": f"{run.base}p/0"}]
+    assert run.hits == Counter({"/p/0": 1})
+
+
+# -- outcomes the server refuses, requests that do not pickle ----------------------
+
+
+def test_a_request_whose_meta_does_not_pickle_is_dropped_alone(tmp_path: Path) -> None:
+    source = """
+    from spiderfarm import Spider
+
+
+    class Pickles(Spider):
+        name = "pickles"
+        start_urls = ["BASEp/0"]
+
+        def parse(self, response):
+            yield {"url": response.url}
+            for a in response.css("a"):
+                # a selector in meta: it cannot cross to the server
+                meta = {"anchor": a} if a.attrib["href"].endswith("/3") else {"n": 1}
+                yield response.follow(a, callback=self.parse, meta=meta)
+    """
+    run = crawl(tmp_path, source, {"0": ["1", "2", "3", "4", "5"]})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("crawl finished: 5 pages, 5 items, 0 errors in ")
+    assert run.hits == Counter({f"/p/{n}": 1 for n in (0, 1, 2, 4, 5)})
+    assert sorted(str(i["url"]) for i in run.items) == [f"{run.base}p/{n}" for n in (0, 1, 2, 4, 5)]
+    dropped = [line for line in run.stderr.splitlines() if "dropping request" in line]
+    assert len(dropped) == 1
+    expected = f"dropping request {run.base}p/3: its headers, meta or cb_kwargs do not pickle"
+    assert expected in dropped[0]
+    assert "can't pickle Selector objects" in dropped[0]
+
+
+def test_a_refused_outcome_is_lost_alone_and_its_links_go_out_with_the_next_fetch(
+    tmp_path: Path,
+) -> None:
+    # /p/3's first visit yields a request the server refuses (a float priority): only that
+    # outcome is lost; its lease expires, the page is fetched again, and the link to /p/6
+    # it had yielded the first time goes out then.
+    source = """
+    from spiderfarm import Request, Spider
+
+
+    class Refused(Spider):
+        name = "refused"
+        start_urls = ["BASEp/0"]
+        visits = 0
+
+        def parse(self, response):
+            yield {"url": response.url}
+            yield from response.follow_all(css="a")
+            if response.url.endswith("/p/3"):
+                type(self).visits += 1
+                if self.visits == 1:
+                    bad = Request(response.urljoin("/p/7"))
+                    bad.priority = 0.5
+                    yield bad
+    """
+    links = {"0": ["1", "2", "3", "4", "5"], "3": ["6"]}
+    run = crawl(tmp_path, source, links, "-s", "lease_timeout_s=1")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("crawl finished: 7 pages, 7 items, 0 errors in ")
+    assert run.hits == Counter({"/p/0": 1, "/p/1": 1, "/p/2": 1, "/p/3": 2, "/p/4": 1,
+                                "/p/5": 1, "/p/6": 1})  # fmt: skip
+    assert sorted(str(i["url"]) for i in run.items) == [f"{run.base}p/{n}" for n in range(7)]
+    lost = [line for line in run.stderr.splitlines() if "dropping the outcome of" in line]
+    assert len(lost) == 1
+    assert f"dropping the outcome of {run.base}p/3 (ok, lease " in lost[0]
+
+
+# -- late acks: the links of a refused ack are sent again --------------------------
+
+LATE_SPIDER = """
+import asyncio
+
+from spiderfarm import Spider
+
+
+class Late(Spider):
+    name = "late"
+    start_urls = ["BASEp/0?delay_again=DELAY"]
+    first = True
+
+    async def parse(self, response):
+        slow = "/p/0" in response.url and self.first
+        type(self).first = False
+        yield {"url": response.url}
+        for request in response.follow_all(css="a"):
+            yield request
+        if slow:
+            await asyncio.sleep(SLEEP)  # past lease_timeout_s: this ack is refused
+"""
+
+
+@pytest.mark.parametrize(
+    ("delay_again", "sleep_s", "lease_s"),
+    [(0, 2.5, 1), (2, 4, 3)],
+    ids=["fetched-again-before-the-refusal", "fetched-again-after-the-refusal"],
+)
+def test_the_links_of_a_refused_late_ack_are_sent_again(
+    tmp_path: Path, delay_again: float, sleep_s: float, lease_s: float
+) -> None:
+    source = LATE_SPIDER.replace("DELAY", str(delay_again)).replace("SLEEP", str(sleep_s))
+    run = crawl(tmp_path, source, {"0": ["1", "2"]}, "-s", f"lease_timeout_s={lease_s}")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("crawl finished: 3 pages, 3 items, 0 errors in ")
+    assert run.hits == Counter({"/p/0": 2, "/p/1": 1, "/p/2": 1})
+    start = f"{run.base}p/0?delay_again={delay_again}"
+    assert sorted(str(i["url"]) for i in run.items) == [start, f"{run.base}p/1", f"{run.base}p/2"]
+    assert "server refused 1 late acks" in run.stderr
+
+
+# -- callbacks returning one item, errbacks ----------------------------------------
+
+
+def test_a_callback_returning_a_dataclass_or_a_mapping_yields_one_item(tmp_path: Path) -> None:
+    source = """
+    import dataclasses
+    import types
+
+    from spiderfarm import Request, Spider
+
+
+    @dataclasses.dataclass
+    class Product:
+        name: str
+
+
+    class Returns(Spider):
+        name = "returns"
+
+        def start_requests(self):
+            for name in ("ret_dataclass", "aret_dataclass", "ret_mapping", "ret_dict"):
+                yield Request(f"BASEp/{name}", callback=name)
+
+        def ret_dataclass(self, response):
+            return Product("a")
+
+        async def aret_dataclass(self, response):
+            return Product("b")
+
+        def ret_mapping(self, response):
+            return types.MappingProxyType({"name": "c"})
+
+        def ret_dict(self, response):
+            return {"name": "d"}
+    """
+    run = crawl(tmp_path, source)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("crawl finished: 4 pages, 4 items, 0 errors in ")
+    assert sorted(str(item["name"]) for item in run.items) == ["a", "b", "c", "d"]
+    assert all(len(item) == 1 for item in run.items)
+
+
+def test_an_errback_gets_the_failure_alone_with_its_request(tmp_path: Path) -> None:
+    source = """
+    from spiderfarm import Request, Spider
+
+
+    class Errback(Spider):
+        name = "errback"
+
+        def start_requests(self):
+            for path in ("p/ok", "missing"):
+                yield Request("BASE" + path, callback="parse_item", errback="on_error",
+                              cb_kwargs={"category": "books"}, meta={"shelf": 3})
+
+        def parse_item(self, response, category):
+            yield {"url": response.url, "category": category}
+
+        def on_error(self, failure):  # Scrapy's errback(failure)
+            request = failure.request
+            yield {"failed": request.url, "reason": failure.reason,
+                   "category": request.cb_kwargs["category"], "shelf": request.meta["shelf"]}
+    """
+    run = crawl(tmp_path, source)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("crawl finished: 1 pages, 2 items, 1 errors in ")
+    assert sorted(run.items, key=str) == [
+        {"failed": f"{run.base}missing", "reason": "http_404", "category": "books", "shelf": 3},
+        {"url": f"{run.base}p/ok", "category": "books"},
+    ]
+    assert run.hits == Counter({"/p/ok": 1, "/missing": 1})
+
+
+def test_an_errback_runs_once_and_the_request_is_still_a_dead_letter(tmp_path: Path) -> None:
+    source = """
+    from spiderfarm import Request, Spider
+
+
+    class DeadErrback(Spider):
+        name = "dead_errback"
+
+        def start_requests(self):
+            yield Request("BASEdown", errback=self.on_error)
+
+        def on_error(self, failure):
+            yield {"failed": failure.request.url, "reason": failure.reason}
+    """
+    dead = tmp_path / "dead.jsonl"
+    run = crawl(tmp_path, source, {}, "-s", "retry_backoff_s=0.05", "-s", "max_retries=2",
+                "--dead-letters", str(dead))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    url = f"{run.base}down"
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("crawl finished: 0 pages, 1 items, 1 errors in ")
+    assert lines[1:5] == [
+        "  failed/http_503: 1",
+        "  retries/http_503: 2",
+        f"  dead letter: {url} (http_503, 3 attempts)",
+        f"items written to {tmp_path / 'out.jsonl'}",
+    ]
+    assert [json.loads(line) for line in dead.read_text().splitlines()] == [
+        {"url": url, "reason": "http_503", "attempts": 3}
+    ]
+    assert run.items == [{"failed": url, "reason": "http_503"}]  # the errback ran once
+    assert run.hits == Counter({"/down": 3})
+
+
+# -- links past the per-page cap ---------------------------------------------------
+
+
+class _Bare(Spider):
+    name = "bare"
+
+
+@pytest.fixture
+def bare_worker() -> Iterator[Worker]:
+    """A worker that is not connected, set up enough to run ``_collect``."""
+    worker = Worker(client=None)  # type: ignore[arg-type]
+    worker.spider = _Bare()
+    worker.settings = Settings.merge({}, {})
+    worker._pipelines = None
+    worker._resolve_keys = False
+    worker._depth_priority = 0
+    worker._key_of = host_of
+    yield worker
+
+
+def test_links_past_the_cap_are_not_recorded_as_sent(
+    bare_worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "MAX_LINKS_PER_PAGE", 3)
+    parent = Request("http://example.com/")
+    first = _CallbackResult()
+    for n in range(5):
+        bare_worker._collect(Request(f"http://example.com/p/{n}"), parent, first)
+    assert [wire[0] for _, _, wire in first.requests] == [
+        f"http://example.com/p/{n}" for n in range(3)
+    ]
+    assert first.notes == ["too_many_links"]
+    second = _CallbackResult()  # another page links to the two that were cut
+    for n in (3, 4, 0):
+        bare_worker._collect(Request(f"http://example.com/p/{n}"), parent, second)
+    assert [wire[0] for _, _, wire in second.requests] == [
+        "http://example.com/p/3",
+        "http://example.com/p/4",
+    ]
+    assert second.notes == []
