@@ -22,11 +22,13 @@ from collections.abc import Iterator
 from typing import Any, Final, Protocol
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .errors import FetchError
 from .http import Request, Response
 from .settings import Settings
+from .urls import safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +121,9 @@ class _Decoder(Protocol):
     def feed(self, data: bytes) -> Iterator[bytes]:
         """Decode ``data``, yielding pieces of about ``_PIECE`` bytes at most."""
 
+    def complete(self) -> bool:
+        """True once the coded stream has ended, or if it never began (an empty body)."""
+
 
 def _load_brotli() -> Any:
     try:
@@ -144,6 +149,11 @@ class _ZlibDecoder:
         self._obj: Any = None  # zlib's Decompress type is not importable
         self._members = 0
         self._done = False
+        # deflate read as zlib-wrapped: its input so far, while it may still be raw instead
+        self._replay: bytes | None = None
+
+    def complete(self) -> bool:
+        return self._obj is None
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         while not self._done:
@@ -158,15 +168,27 @@ class _ZlibDecoder:
                     if self._members > MAX_GZIP_MEMBERS:
                         raise _BadEncoding(f"more than {MAX_GZIP_MEMBERS} gzip members")
                     wbits = 16 + zlib.MAX_WBITS
-                else:  # RFC 1950 header (CM=8) or, as many servers send, raw deflate
-                    wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+                elif data[0] & 0x0F == 8:
+                    # An RFC 1950 header (CM=8), or raw deflate as many servers send it
+                    # whose first (stored) block happens to look like one: tried as the
+                    # former, replayed as raw if that fails before any output.
+                    wbits, self._replay = zlib.MAX_WBITS, b""
+                else:
+                    wbits = -zlib.MAX_WBITS
                 self._obj = zlib.decompressobj(wbits)
             obj = self._obj
+            if self._replay is not None:
+                self._replay = self._replay + data if len(self._replay) < _PIECE else None
             try:
                 piece = obj.decompress(data, _PIECE)
             except zlib.error as exc:
-                raise _BadEncoding(str(exc)) from None
+                if self._replay is None:
+                    raise _BadEncoding(str(exc)) from None
+                data, self._replay = self._replay, None
+                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
             if piece:
+                self._replay = None
                 yield piece
             if obj.eof:
                 data, self._obj = obj.unused_data, None
@@ -181,9 +203,14 @@ class _ZlibDecoder:
 class _BrotliDecoder:
     def __init__(self) -> None:
         self._obj = _brotli.Decompressor()
+        self._started = False
+
+    def complete(self) -> bool:
+        return not self._started or bool(self._obj.is_finished())
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         obj = self._obj
+        self._started = self._started or bool(data)
         try:
             if obj.is_finished():
                 return  # bytes after the end of the stream are ignored
@@ -208,6 +235,9 @@ class _Refuse:
         if data:
             raise _BadEncoding(self._why)
         yield from ()
+
+    def complete(self) -> bool:
+        return True
 
 
 def _decoders(content_encoding: str) -> list[_Decoder]:
@@ -262,6 +292,11 @@ async def _read_body(
         except _BadEncoding as exc:
             encoding = resp.headers.get("Content-Encoding", "")[:50]
             raise FetchError(url, "bad_encoding", f"Content-Encoding {encoding}: {exc}") from None
+    # The HTTP message was whole, but a compressed stream cut short (a server that ran out
+    # of time or disk mid-write) decodes without error to a prefix of the page.
+    if not all(decoder.complete() for decoder in decoders):
+        encoding = resp.headers.get("Content-Encoding", "")[:50]
+        raise FetchError(url, "truncated", f"Content-Encoding {encoding}: the stream ends early")
     return bytes(body)
 
 
@@ -335,9 +370,12 @@ class Fetcher:
         limit = self.settings.max_body_bytes
         hops = self.settings.max_redirects
         try:
+            # Sent exactly as made safe (yarl's own quoting would turn "%3B" into ";", a
+            # different URL to many servers); safe_url again for a URL a middleware set.
+            target = yarl.URL(safe_url(url), encoded=True)
             async with session.request(
                 request.method,
-                url,
+                target,
                 headers=request.headers,
                 data=request.body,
                 allow_redirects=hops > 0,

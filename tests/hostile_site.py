@@ -131,6 +131,14 @@ def _deflate(data: bytes, raw: bool) -> bytes:
 _EMPTY_GZIP_MEMBER = _gzip(b"")
 
 
+def _raw_deflate_stored(data: bytes) -> bytes:
+    """Raw deflate whose first block is stored, with padding bits that are not zero: legal
+    (RFC 1951 says they are ignored), and its first byte has 8 in its low nibble like a
+    zlib header's. Data up to 65,535 bytes, then an empty final block."""
+    n = len(data)
+    return b"\x08" + struct.pack("<HH", n, n ^ 0xFFFF) + data + b"\x03\x00"
+
+
 def _compressed_page(coding: str) -> web.Response:
     page = _page(f"{coding} page")
     if coding == "gzip":
@@ -142,11 +150,36 @@ def _compressed_page(coding: str) -> web.Response:
         body = _deflate(page, raw=False)
     elif coding == "deflate-raw":  # raw deflate mislabelled as deflate: common in the wild
         body, coding = _deflate(page, raw=True), "deflate"
+    elif coding == "deflate-raw-stored":
+        body, coding = _raw_deflate_stored(page), "deflate"
     elif coding == "br":
         body = _BROTLI_PAGE
     else:
         raise web.HTTPNotFound()
     return _html(body, **{"Content-Encoding": coding})
+
+
+def _truncated_page(coding: str) -> web.Response:
+    """A whole HTTP message (its Content-Length is right) holding a compressed stream cut
+    off part-way: the first half of a page of 100,000 bytes."""
+    page = b"<html><body><h1>cut</h1><p>" + b"x" * 100_000 + b"</p></body></html>"
+    if coding == "gzip":
+        stream = _gzip(page)
+    elif coding == "deflate":
+        stream = _deflate(page, raw=False)
+    else:
+        stream = _BROTLI_BOMBS[3]  # no compressor is needed to cut a Brotli stream
+    return _html(stream[: len(stream) // 2], **{"Content-Encoding": coding})
+
+
+async def _empty_encoded(request: web.Request) -> web.Response:
+    """No body at all, under a Content-Encoding: ``?status=`` (204, 304 or 200, sent
+    with Content-Length: 0) and ``?coding=``."""
+    status = int(request.query["status"])
+    headers = {"Content-Encoding": request.query["coding"]}
+    if status == 200:
+        headers["Content-Length"] = "0"
+    return web.Response(status=status, headers=headers)
 
 
 async def _encoded(request: web.Request) -> web.StreamResponse:
@@ -177,6 +210,10 @@ async def _encoded(request: web.Request) -> web.StreamResponse:
         return _html(b"\x28\xb5\x2f\xfd not really zstd", **{"Content-Encoding": "zstd"})
     if kind == "bogus-token":  # a coding no one defines: the body is plain HTML
         return _html(_page("bogus token"), **{"Content-Encoding": "utf-8"})
+    if kind.endswith("-truncated"):
+        return _truncated_page(kind.removesuffix("-truncated"))
+    if kind == "empty":
+        return await _empty_encoded(request)
     return _compressed_page(kind)
 
 
@@ -546,6 +583,8 @@ def make_hostile_app() -> web.Application:
 _APP_CASES = [
     "/ok/healthy",
     *(f"/encoded/{k}" for k in ("gzip", "gzip-members", "deflate", "deflate-raw", "br")),
+    "/encoded/deflate-raw-stored",
+    *(f"/encoded/{k}-truncated" for k in ("gzip", "deflate", "br")),
     *(f"/encoded/{k}" for k in ("gzip-bomb", "deflate-bomb", "br-bomb")),
     *(f"/encoded/{k}" for k in ("gzip-empty-members", "gzip-endless-members")),
     *(f"/encoded/{k}" for k in ("gzip-corrupt", "br-corrupt", "zstd", "bogus-token")),

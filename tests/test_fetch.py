@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from aiohttp import web
 
 import spiderfarm
 from spiderfarm.errors import FetchError
@@ -75,6 +76,39 @@ async def test_one_fetcher_serves_many_requests(test_site: SiteServer) -> None:
             response = await fetcher.fetch(Request(test_site.url(f"/page/{name}")))
             assert response.css("title::text").get() == name
     assert paths(test_site) == ["/page/a", "/page/b", "/page/c"]
+
+
+# Escapes that are not needed but change the meaning to a server if decoded ("%3B" is
+# data, ";" is a delimiter), and escapes of unreserved characters ("%7E").
+AS_MADE_SAFE = [
+    "/a;b=%3B",
+    "/a?next=%2Fb%3Fc%3D1%26d%3D2",
+    "/a?x=%26&y=%3D",
+    "/a%2Fb",
+    "/a?q=a%2Bb",
+    "/a?q=%7E",
+    "/%7Efoo",
+    "/a?x=%25",
+    "/a?q=a+b",
+    "/a?x=%23",
+    "/caf%C3%A9?q=%E6%9D%B1",
+]
+
+
+async def test_a_url_is_sent_byte_for_byte_as_made_safe() -> None:
+    sent: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        sent.append(request.raw_path)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", record)
+    async with SiteServer(app) as site, Fetcher(Settings()) as fetcher:
+        urls = [site.url(path) for path in AS_MADE_SAFE]
+        responses = [await fetcher.fetch(Request(url)) for url in urls]
+    assert sent == AS_MADE_SAFE
+    assert [r.url for r in responses] == urls
 
 
 # -- redirects -------------------------------------------------------------------------

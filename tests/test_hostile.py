@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from spiderfarm.errors import FetchError
-from spiderfarm.fetch import ACCEPT_ENCODING, Fetcher
+from spiderfarm.fetch import ACCEPT_ENCODING, RETRYABLE_REASONS, Fetcher
 from spiderfarm.http import InvalidRequest, Request, Response
 from spiderfarm.settings import Settings
 from tests import sites
@@ -98,6 +98,9 @@ FAILURES: dict[str, str] = {
     "/close-before-response": "disconnected",
     "/truncated": "truncated",
     "/truncated-chunked": "truncated",
+    "/encoded/gzip-truncated": "truncated",
+    "/encoded/deflate-truncated": "truncated",
+    "/encoded/br-truncated": "truncated" if BROTLI else "bad_encoding",
     "dns-failure": "dns_error",
     "idn-host": "dns_error",
     "emoji-host": "dns_error",
@@ -119,6 +122,7 @@ USABLE: dict[str, tuple[str, str | None]] = {
     "/encoded/gzip-members": ("h1::text", "gzip-members page"),
     "/encoded/deflate": ("h1::text", "deflate page"),
     "/encoded/deflate-raw": ("h1::text", "deflate-raw page"),
+    "/encoded/deflate-raw-stored": ("h1::text", "deflate-raw-stored page"),
     **({"/encoded/br": ("h1::text", "br page")} if BROTLI else {}),
     "/encoded/bogus-token": ("h1::text", "bogus token"),
     "/huge-text": ("#after::text", "after"),
@@ -230,6 +234,54 @@ async def test_endless_empty_gzip_members_stop_at_the_member_cap(site: HostileSi
     error = await fetch_error(site.url("/encoded/gzip-endless-members"), {"timeout_s": 30})
     assert error.reason == "bad_encoding"
     assert error.detail == "Content-Encoding gzip: more than 1024 gzip members"
+
+
+@pytest.mark.parametrize("kind", ["gzip", "deflate", pytest.param("br", marks=needs_brotli)])
+async def test_a_compressed_stream_cut_short_is_truncated_not_a_page(
+    site: HostileSite, kind: str
+) -> None:
+    # The HTTP message is whole (its Content-Length is right), the stream in it is not:
+    # accepted, it would be half a page stored as the page, and never fetched again.
+    error = await fetch_error(site.url(f"/encoded/{kind}-truncated"))
+    assert (error.reason, error.detail) == (
+        "truncated",
+        f"Content-Encoding {kind}: the stream ends early",
+    )
+    assert error.reason in RETRYABLE_REASONS
+
+
+ENCODINGS = ["gzip", "deflate", pytest.param("br", marks=needs_brotli)]
+
+
+@pytest.mark.parametrize("status", [200, 204, 304])
+@pytest.mark.parametrize("coding", ENCODINGS)
+async def test_an_empty_body_under_a_content_encoding_is_complete(
+    site: HostileSite, coding: str, status: int
+) -> None:
+    # 200 is sent with Content-Length: 0; 204 and 304 never have a body.
+    response = await fetch(site.url(f"/encoded/empty?status={status}&coding={coding}"))
+    assert (response.status, response.body) == (status, b"")
+    assert response.headers["Content-Encoding"] == coding
+
+
+@pytest.mark.parametrize("coding", ENCODINGS)
+async def test_a_head_request_for_a_compressed_page_has_an_empty_body(
+    site: HostileSite, coding: str
+) -> None:
+    response = await fetch(site.url(f"/encoded/{coding}"), method="HEAD")
+    assert (response.status, response.body) == (200, b"")
+    assert response.headers["Content-Encoding"] == coding
+    assert int(response.headers["Content-Length"]) > 0  # the GET body's length, not sent
+
+
+async def test_raw_deflate_that_looks_zlib_wrapped_is_still_decoded(site: HostileSite) -> None:
+    # Its first byte, 0x08, has CM=8 like a zlib header: read as one, it fails the header
+    # check ("incorrect header check"), and is read again as the raw deflate it is.
+    response = await fetch(site.url("/encoded/deflate-raw-stored"))
+    assert response.body == (
+        b"<!DOCTYPE html><html><head><title>deflate-raw-stored page</title></head>"
+        b"<body><h1>deflate-raw-stored page</h1></body></html>"
+    )
 
 
 # -- redirects and headers --------------------------------------------------------------

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import pickle
+import random
 from collections.abc import Iterator
+from html import escape
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 
@@ -357,6 +361,19 @@ def test_json_parses_the_body() -> None:
     assert response.json() == {"a": [1, 2], "b": "é"}
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('{"name": "café"}'.encode("latin-1"), "application/json; charset=iso-8859-1"),
+        ('{"name": "café"}'.encode("utf-16"), "application/json; charset=utf-16"),
+        ('{"name": "café"}'.encode("utf-8-sig"), "application/json"),
+    ],
+    ids=["latin1", "utf16", "utf8-bom"],
+)
+def test_json_decodes_the_body_as_text_does(body: bytes, content_type: str) -> None:
+    assert make_response(body, content_type).json() == {"name": "café"}
+
+
 def test_json_of_a_non_json_body_raises_value_error_naming_the_url() -> None:
     response = make_response("<html></html>")
     with pytest.raises(ValueError) as info:
@@ -397,6 +414,28 @@ def test_a_relative_base_href_resolves_against_the_page_url() -> None:
 
 def test_without_a_base_href_the_base_url_is_the_page_url() -> None:
     assert make_response("<p>no base here</p>").base_url == PAGE_URL
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http://example.com:99999/",  # w3lib raises: port out of range
+        "http://example.com:abc/",  # w3lib raises: port not a number
+        "http://[zz/",  # w3lib raises: invalid IPv6 URL
+        "http://bad_host!.example.com/",  # parses, fails safe_url
+        "http://" + "a" * 70 + ".example.com/",  # a label over 63 characters
+        "javascript:alert(1)",
+    ],
+)
+def test_an_unusable_base_href_falls_back_to_the_page_url(base: str) -> None:
+    response = make_response(f'<base href="{base}"><a href="/a">a</a><a href="b">b</a>')
+    assert response.base_url == PAGE_URL
+    assert response.urljoin("b") == "http://example.com/dir/b"
+    assert response.follow("/a").url == "http://example.com/a"
+    assert [r.url for r in response.follow_all(css="a")] == [
+        "http://example.com/a",
+        "http://example.com/dir/b",
+    ]
 
 
 # --- Response.follow ------------------------------------------------------------------------
@@ -558,6 +597,44 @@ def test_follow_all_skips_anchors_without_href() -> None:
 def test_follow_all_skips_a_malformed_link_and_keeps_the_others() -> None:
     response = make_response('<a href="http://[oops/x">bad</a><a href="/next">next</a>')
     assert [r.url for r in response.follow_all(css="a")] == ["http://example.com/next"]
+
+
+def _slow_follow_all(base: str, hrefs: list[str]) -> list[str]:
+    """What follow_all must give: urljoin, then Request's validation, bad links skipped."""
+    urls = []
+    for href in hrefs:
+        with contextlib.suppress(ValueError):
+            urls.append(Request(urljoin(base, href.strip())).url)
+    return urls
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        PAGE_URL,
+        "https://u:p@site.test:8443/a/b?q=1",
+        '<base href="http://cdn.example.net:8080/root/">',
+        '<base href="https://Cdn.Example.NET/r;p?q#f">',
+        '<base href="http://example.com:/x">',
+    ],
+)
+def test_follow_all_agrees_with_urljoin_on_generated_links(page: str) -> None:
+    """The root-relative shortcut gives exactly what urljoin and Request give: a seeded
+    fuzz over hrefs of URL-safe characters, from a page URL or a valid <base href>."""
+    rnd = random.Random(7)
+    chars = "abcXYZ019-._~:/?#[]@!$&'()*+,;=%"
+    hrefs = [
+        rnd.choice(["/", "/", "//", "/.", "./", "?", "#", ""])
+        + "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 12)))
+        for _ in range(2000)
+    ]
+    html = "".join(f'<a href="{escape(h)}">x</a>' for h in hrefs)
+    if page.startswith("<"):
+        response = make_response(page + html)
+    else:
+        response = Response(page, 200, {}, html.encode(), Request(page))
+    got = [r.url for r in response.follow_all(css="a")]
+    assert got == _slow_follow_all(response.base_url, [h for h in hrefs if h.strip()])
 
 
 def test_follow_all_fast_path_agrees_with_urljoin() -> None:

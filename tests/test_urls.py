@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import socket
 from typing import Any
 
 import pytest
+from w3lib.url import canonicalize_url
 
+from spiderfarm.http import Request
 from spiderfarm.urls import (
     MAX_URL_LENGTH,
+    SAFE_CHARS,
     Fingerprinter,
+    _already_canonical,
     authority_of,
     host_allowed,
     host_of,
@@ -273,6 +278,25 @@ def test_fingerprint_ignores_query_order_and_fragment() -> None:
     assert fp.canonical("http://example.com/p?b=2&a=1#x") == "http://example.com/p?a=1&b=2"
 
 
+@pytest.mark.parametrize(
+    ("variant", "url"),
+    [
+        ("HTTP://example.com/a", "http://example.com/a"),
+        ("Https://example.com/a", "https://example.com/a"),
+        ("http://example.com:/x", "http://example.com/x"),
+        ("http://example.com:080/x", "http://example.com:80/x"),
+        ("http://[::FFFF:1.2.3.4]/x", "http://[::ffff:102:304]/x"),
+    ],
+)
+def test_one_page_has_one_fingerprint_however_its_url_is_spelt(variant: str, url: str) -> None:
+    # Each variant is a valid Request URL (kept as written) that w3lib canonicalises to
+    # ``url``; the shortcut past w3lib must not give the variant a fingerprint of its own.
+    fp = Fingerprinter()
+    assert Request(variant).url == variant
+    assert fp.canonical(variant) == fp.canonical(url) == canonicalize_url(variant)
+    assert fp.fingerprint(variant) == fp.fingerprint(url)
+
+
 def test_fingerprint_differs_by_path_method_and_body() -> None:
     fp = Fingerprinter()
     base = fp.fingerprint("http://example.com/p")
@@ -335,3 +359,41 @@ def test_the_canonical_shortcut_agrees_with_w3lib() -> None:
         assert fingerprinter.canonical(url) == canonicalize_url(url), url
         shortcuts += _already_canonical(url)
     assert shortcuts > 50  # the shortcut is really taken for the ordinary ones
+
+
+def _generated_url(rnd: random.Random, path_chars: str) -> str:
+    """Mostly ordinary URLs, with one of the spellings w3lib rewrites now and then."""
+    odd = rnd.random() < 0.5
+    scheme = rnd.choice(["HTTP", "Https", "ftp", "http"] if odd else ["http", "https"])
+    user = rnd.choice(["u@", "u:p@", "U@", "a@b@", "u=v@", "@"]) if rnd.random() < 0.1 else ""
+    host = rnd.choice(
+        ["A.test", "a.test.", "a_b.test", "[::1]", "[::FFFF:1.2.3.4]", "[::ffff:1.2.3.4]", "",
+         "a]", "xn--bcher-kva.ch", "127.0.0.1"]
+        if rnd.random() < 0.2 else ["a.test", "b-c.a.test", "a1.test"]
+    )  # fmt: skip
+    port = rnd.choice(
+        [":", ":80", ":443", ":8080", ":080", ":0", ":00", ":65535", ":65536", ":1234567", ":x"]
+        if rnd.random() < 0.3 else [""]
+    )  # fmt: skip
+    sep = rnd.choice(["", "?", "#", "//"]) if rnd.random() < 0.1 else "/"
+    path = "".join(rnd.choice(path_chars) for _ in range(rnd.randint(0, 10)))
+    return f"{scheme}://{user}{host}{port}{sep}{path}"
+
+
+def test_the_canonical_shortcut_agrees_with_w3lib_on_generated_urls() -> None:
+    """A seeded fuzz: every URL the shortcut accepts is already w3lib's canonical form
+    (w3lib lower-cases the scheme, drops an empty port and leading zeros, rewrites IPv6
+    literals and escapes some user info: the shortcut must leave all of those to it)."""
+    rnd = random.Random(20240611)
+    path_chars = "".join(sorted(SAFE_CHARS)) + "abcdefgh/-_" * 6
+    taken = 0
+    for _ in range(5000):
+        url = _generated_url(rnd, path_chars)
+        if _already_canonical(url):
+            taken += 1
+            try:
+                canonical = canonicalize_url(url)
+            except ValueError as exc:
+                pytest.fail(f"the shortcut took {url!r}, which w3lib refuses: {exc}")
+            assert canonical == url
+    assert taken > 500  # the shortcut is really taken for the ordinary ones
