@@ -218,7 +218,7 @@ def test_a_refused_outcome_is_lost_alone_and_its_links_go_out_with_the_next_fetc
                     yield bad
     """
     links = {"0": ["1", "2", "3", "4", "5"], "3": ["6"]}
-    run = crawl(tmp_path, source, links, "-s", "lease_timeout_s=1")
+    run = crawl(tmp_path, source, links, "-s", "lease_timeout_s=2")
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("crawl finished: 7 pages, 7 items, 0 errors in ")
     assert run.hits == Counter({"/p/0": 1, "/p/1": 1, "/p/2": 1, "/p/3": 2, "/p/4": 1,
@@ -255,7 +255,7 @@ class Late(Spider):
 
 @pytest.mark.parametrize(
     ("delay_again", "sleep_s", "lease_s"),
-    [(0, 2.5, 1), (2, 4, 3)],
+    [(0, 3.5, 1.5), (2, 4, 3)],
     ids=["fetched-again-before-the-refusal", "fetched-again-after-the-refusal"],
 )
 def test_the_links_of_a_refused_late_ack_are_sent_again(
