@@ -61,6 +61,9 @@ class ManagerServer(Server):
         max_connections: int = 1024,
     ) -> None:
         super().__init__(registry, address, authkey, "pickle")
+        # Server listens with a backlog of 16: a farm's workers (re)connecting at once
+        # would see SYNs dropped and wait a second per retry. Listening again raises it.
+        self.listener._listener._socket.listen(socket.SOMAXCONN)  # type: ignore[attr-defined]
         self.stop_event = threading.Event()  # serve_client() polls it
         self.handshake_timeout_s = handshake_timeout_s
         self._pending = threading.BoundedSemaphore(max_pending)

@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -306,7 +307,10 @@ class Worker:
                     continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), idle_poll if not ending else 0.05)
+                # Jittered: workers polling in lockstep would let the one that just acked
+                # win a politeness-spaced host's next lease, again and again.
+                wait = idle_poll * random.uniform(0.5, 1.5) if not ending else 0.05
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _send_singly(self, outcomes: list[Outcome]) -> None:
         """Send each outcome on its own; log and drop the ones the server refuses."""

@@ -4,7 +4,10 @@ unauthenticated pickle, capped handshakes, validated calls. Real server processe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import pickle
+import signal
 import socket
 import struct
 import subprocess
@@ -194,6 +197,27 @@ def test_idle_sockets_do_not_stop_a_real_worker(tmp_path: Path, site: str) -> No
     finally:
         for sock in idle:
             sock.close()
+        server.stop()
+
+
+def test_a_burst_of_connections_waits_in_the_backlog_not_dropped(tmp_path: Path, site: str) -> None:
+    # With the server not accepting at all (stopped), the kernel still completes as many
+    # handshakes as the listen backlog holds; multiprocessing's default of 16 would drop
+    # the rest (each peer then waits a second per SYN retry).
+    key = write_key(tmp_path)
+    server = ServerProcess(["links", "-a", f"start_url={site}"], key, tmp_path)
+    host, port = server.address.split(":")
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                socks.append(socket.create_connection((host, int(port)), timeout=0.5))
+        assert len(socks) == 100
+    finally:
+        for sock in socks:
+            sock.close()
+        os.kill(server.proc.pid, signal.SIGCONT)
         server.stop()
 
 
