@@ -99,9 +99,7 @@ def test_help_lists_every_setting() -> None:
         assert f"  {name} " in result.stdout
 
 
-def test_worker_with_wrong_authkey_exits_with_a_clear_message(
-    tmp_path: Path, site: str
-) -> None:
+def test_worker_with_wrong_authkey_exits_with_a_clear_message(tmp_path: Path, site: str) -> None:
     key = write_key(tmp_path)
     server = ServerProcess(["links", "-a", f"start_url={site}"], key, tmp_path)
     try:

@@ -150,9 +150,7 @@ def test_kill_9_a_worker_mid_crawl(tmp_path: Path, spider_file: Path, site: str)
     wait_all(workers[:1], 1)
 
 
-def test_sigstop_worker_late_acks_are_refused(
-    tmp_path: Path, spider_file: Path, site: str
-) -> None:
+def test_sigstop_worker_late_acks_are_refused(tmp_path: Path, spider_file: Path, site: str) -> None:
     server, workers, out, _ = run_farm(tmp_path, spider_file, site, ["worker_timeout_s=1"])
     wait_until_crawling(server, workers[0], out)
     os.kill(workers[0].pid, signal.SIGSTOP)
