@@ -11,8 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -20,13 +19,14 @@ from typing import Any, cast
 from .errors import SpiderfarmError
 from .feeds import FeedSink, NullFeed, open_feed
 from .frontier import FINISHED, Frontier, Lease, Outcome, PushEntry
-from .http import W_URL, InvalidRequest, Request, current_spider
+from .http import InvalidRequest, Request, current_spider
+from .ipkeys import BlockingIpKeys
 from .journal import Journal
 from .manager import ManagerServer
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
 from .settings import Settings
 from .spider import Spider, load_spider
-from .urls import Fingerprinter, authority_of, domain_of, host_of, ip_key_nowait, ip_key_of
+from .urls import Fingerprinter, domain_of, host_of, ip_key_nowait
 
 logger = logging.getLogger(__name__)
 
@@ -110,30 +110,6 @@ def start_entries(spider: Spider, key_of: Callable[[str], str] = host_of) -> Ite
         current_spider.reset(token)
 
 
-class _IpKeys:
-    """politeness_key=ip for the start requests, on the server (threads, no event loop):
-    the keys ``ip_key_nowait`` left empty, from ``ip_key_of``, once per scheme+authority,
-    several lookups at a time."""
-
-    def __init__(self, max_lookups: int = 16) -> None:
-        self._keys: dict[str, str] = {}  # scheme://authority -> key, while seeding
-        self._max_lookups = max_lookups
-
-    def fill(self, entries: Sequence[PushEntry]) -> list[PushEntry]:
-        todo: dict[str, str] = {}  # authority -> a URL with it
-        for _, key, wire in entries:
-            if not key:
-                authority = authority_of(wire[W_URL])
-                if authority not in self._keys:
-                    todo.setdefault(authority, wire[W_URL])
-        if todo:
-            with ThreadPoolExecutor(min(len(todo), self._max_lookups)) as pool:
-                self._keys.update(zip(todo, pool.map(ip_key_of, todo.values()), strict=True))
-        return [
-            (fp, key or self._keys[authority_of(wire[W_URL])], wire) for fp, key, wire in entries
-        ]
-
-
 class FarmServer:
     """The frontier, its feed and the manager listening for workers."""
 
@@ -191,7 +167,7 @@ class FarmServer:
         accepted, batch = 0, []
         policy = self.settings.politeness_key
         key_of = domain_of if policy == "domain" else ip_key_nowait if policy == "ip" else host_of
-        fill = _IpKeys().fill if policy == "ip" else None
+        fill = BlockingIpKeys().fill if policy == "ip" else None
         for entry in start_entries(self.spider, key_of):
             batch.append(entry)
             if len(batch) >= 10_000:

@@ -32,6 +32,7 @@ from .errors import CloseSpider, ConnectError, DropItem, FetchError, IgnoreReque
 from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
 from .http import W_URL, Request, Response, WireRequest, current_spider
+from .ipkeys import IpKeys
 from .middleware import Middlewares, Pipelines, load_components
 from .politeness import ROBOTS_CALLBACK, ROBOTS_MAX_BYTES
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE
@@ -39,12 +40,9 @@ from .settings import Settings
 from .spider import Spider, load_spider
 from .urls import (
     Fingerprinter,
-    authority_of,
     domain_of,
     host_of,
-    ip_key_from_addrinfo,
     ip_key_nowait,
-    lookup_address,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,9 +50,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["Worker"]
 
 _NO_INFO = (0, 0.0, 0.0)
-# politeness_key=ip: a host that did not resolve is keyed by its name for this long
-# before it is looked up again (its links meanwhile cost no lookup).
-_LOOKUP_RETRY_S = 60.0
 # A CloseSpider reason is user text; the server refuses a reason over 200 characters.
 _MAX_CLOSE_REASON = 100
 
@@ -157,10 +152,8 @@ class Worker:
         self._lease_urls: dict[int, str] = {}
         self._leased: dict[str, int] = {}
         self._keys: dict[str, str] = {}  # scheme://authority -> politeness key
-        # politeness_key=ip: "" in _keys marks an authority whose key needs a DNS lookup;
-        # lookups in progress, and hosts that did not resolve (-> when to try again).
-        self._lookups: dict[str, asyncio.Future[str]] = {}
-        self._unresolved: dict[str, float] = {}
+        # politeness_key=ip: "" in _keys marks an authority whose key needs a DNS lookup.
+        self._ip_keys: IpKeys | None = None
         self.pages = 0
 
     # -- set-up --------------------------------------------------------------------
@@ -184,7 +177,8 @@ class Worker:
         self._depth_priority = self.settings.depth_priority
         key = self.settings.politeness_key
         self._key_of = domain_of if key == "domain" else ip_key_nowait if key == "ip" else host_of
-        self._resolve_keys = key == "ip"
+        if key == "ip":
+            self._ip_keys = IpKeys(self._keys, self.settings.connect_timeout_s)
         spider = self.spider
         mws = [
             *self.settings.downloader_middlewares,
@@ -406,8 +400,8 @@ class Worker:
         if isinstance(response, Request):  # a middleware asked for another request instead
             result = _CallbackResult()
             self._collect(response, request, result, depth=request.depth)
-            if self._resolve_keys and result.requests:
-                await self._fill_ip_keys(result.requests)
+            if self._ip_keys is not None and result.requests:
+                await self._ip_keys.fill(result.requests)
             notes = join_notes(["requests/rescheduled", *result.notes])
             return (lease_id, "skip", notes, result.requests, [], _NO_INFO)
         self.pages += 1
@@ -506,8 +500,8 @@ class Worker:
             current_spider.reset(token)
         if result.raw:
             await self._run_pipelines(result, request)
-        if self._resolve_keys and result.requests:
-            await self._fill_ip_keys(result.requests)
+        if self._ip_keys is not None and result.requests:
+            await self._ip_keys.fill(result.requests)
         return result
 
     async def _run_pipelines(self, result: _CallbackResult, request: Request) -> None:
@@ -593,7 +587,7 @@ class Worker:
 
     def _politeness_key(self, url: str) -> str:
         """``_key_of(url)``, cached by the URL's scheme and authority (a crawl has few);
-        with politeness_key=ip, ``""`` until ``_fill_ip_keys`` has looked the host up."""
+        with politeness_key=ip, ``""`` until ``IpKeys.fill`` has looked the host up."""
         end = url.find("/", url.find("//") + 2)
         authority = url if end == -1 else url[:end]
         key = self._keys.get(authority)
@@ -601,57 +595,6 @@ class Worker:
             if len(self._keys) > 100_000:
                 self._keys.clear()
             key = self._keys[authority] = self._key_of(url)
-        return key
-
-    async def _fill_ip_keys(self, requests: list[PushEntry]) -> None:
-        """politeness_key=ip: fill in the keys ``_collect`` left empty, looking up each
-        distinct host once, all at once (the event loop never waits on DNS)."""
-        pending: dict[str, str] = {}  # authority -> a URL with it
-        for _, key, wire in requests:
-            if not key:
-                url = wire[W_URL]
-                pending.setdefault(authority_of(url), url)
-        if not pending:
-            return
-        keys = await asyncio.gather(*(self._ip_key(a, url) for a, url in pending.items()))
-        found = dict(zip(pending, keys, strict=True))
-        for i, (fp, key, wire) in enumerate(requests):
-            if not key:
-                requests[i] = (fp, found[authority_of(wire[W_URL])], wire)
-
-    async def _ip_key(self, authority: str, url: str) -> str:
-        """The IP key of ``authority``: cached, or from one lookup shared by every slot
-        that asks meanwhile; the host name (``host_of``) if it does not resolve."""
-        key = self._keys.get(authority)
-        if key:
-            return key
-        if self._unresolved.get(authority, 0.0) > time.monotonic():
-            return host_of(url)
-        lookup = self._lookups.get(authority)
-        if lookup is None:
-            lookup = self._lookups[authority] = asyncio.ensure_future(self._lookup(authority, url))
-            lookup.add_done_callback(lambda _: self._lookups.pop(authority, None))
-        # Shielded: a slot cancelled while it waits must not cancel the others' lookup.
-        return await asyncio.shield(lookup)
-
-    async def _lookup(self, authority: str, url: str) -> str:
-        host, port = lookup_address(url)
-        try:
-            async with asyncio.timeout(self.settings.connect_timeout_s):
-                loop = asyncio.get_running_loop()
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError, ValueError, TimeoutError) as exc:
-            logger.debug("politeness key: cannot resolve %s (%s); keyed by its name", host, exc)
-            infos = []
-        key = ip_key_from_addrinfo(infos)
-        if not key:
-            if len(self._unresolved) > 10_000:
-                self._unresolved.clear()
-            self._unresolved[authority] = time.monotonic() + _LOOKUP_RETRY_S
-            return host_of(url)
-        if len(self._keys) > 100_000:
-            self._keys.clear()
-        self._keys[authority] = key
         return key
 
     def _encode(self, item: Any, parent: Request, result: _CallbackResult) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from spiderfarm import worker as worker_module
+from spiderfarm import ipkeys
 from spiderfarm.frontier import Frontier, Lease, Outcome, PushEntry
 from spiderfarm.http import W_CALLBACK, W_URL, Request, Response
 from spiderfarm.politeness import ROBOTS_CALLBACK, Origin, Throttle, origin_of
@@ -907,7 +907,7 @@ async def test_worker_ip_key_lookups_are_shared_by_pages_processed_at_once(
 async def test_worker_looks_up_a_host_that_did_not_resolve_again_after_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "_LOOKUP_RETRY_S", 0.0)
+    monkeypatch.setattr(ipkeys, "LOOKUP_RETRY_S", 0.0)
     worker, resolver = await links_worker(tmp_path, "ip", monkeypatch)
     for n in range(2):
         keys = await page_keys(worker, "http://site.test/", f"http://dead.test/{n}")
