@@ -103,6 +103,11 @@ class _Host:
         return bool(self.prios or self.owed)
 
 
+def _is_robots(rid: int, wire: WireRequest) -> bool:
+    """A robots.txt request (request id 0: not journaled, not a page)."""
+    return not rid and wire[W_CALLBACK] == ROBOTS_CALLBACK
+
+
 @dataclass(slots=True)
 class _Worker:
     last_seen: float
@@ -373,29 +378,22 @@ class Frontier:
         if kind not in ("release", "skip"):  # neither was an answer from the host
             self._note_response(host, kind, reason, info, now)
         stats = self.stats
-        is_robots = not rid and wire[W_CALLBACK] == ROBOTS_CALLBACK
         if kind == "release":
             if attempt == 0 and rid:
                 self._handed_out -= 1  # handed back unstarted: not a page against max_pages
             self._requeue(key, rid, wire, attempt, now, 0.0)
-        elif is_robots or kind == "robots":
-            if not is_robots or kind != "robots":
-                # A robots.txt fetch that ended any other way (a middleware raised, say)
-                # must still settle its origin, or its requests wait forever; a page
-                # lease reported as robots.txt is a confused worker.
-                stats["acks/bad_kind"] += 1
-                logger.warning("worker %s: outcome %r on %s", worker, kind, wire[W_URL])
-            if is_robots:
-                ok = kind == "robots"
-                self._robots_result(
-                    key, wire, reason if ok else "unavailable", items[0] if ok and items else "",
-                    now,
-                )  # fmt: skip
-            else:
-                host.errors += 1
-                stats["failed/bad_outcome"] += 1
-                if self._ops is not None:
-                    self._ops.append(("done", rid))
+        elif _is_robots(rid, wire):
+            if kind == "robots":
+                self._robots_result(key, wire, reason, items[0] if items else "", now)
+            else:  # it ended another way (a middleware raised, say): settle the origin
+                self._bad_kind(worker, kind, wire)
+                self._robots_result(key, wire, "unavailable", "", now)
+        elif kind == "robots":  # a page lease reported as robots.txt: a confused worker
+            self._bad_kind(worker, kind, wire)
+            host.errors += 1
+            stats["failed/bad_outcome"] += 1
+            if self._ops is not None:
+                self._ops.append(("done", rid))
         elif kind == "retry" and attempt < self.settings.max_retries:
             stats[f"retries/{reason}"] += 1
             self._retry_later(key, rid, wire, attempt + 1, now, info[2])
@@ -433,6 +431,10 @@ class Frontier:
                 self._push(new_requests)
         self._schedule(key, host, now)
         return True
+
+    def _bad_kind(self, worker: str, kind: str, wire: WireRequest) -> None:
+        self.stats["acks/bad_kind"] += 1
+        logger.warning("worker %s: outcome %r on %s", worker, kind, wire[W_URL])
 
     def _note_response(
         self, host: _Host, kind: str, reason: str, info: tuple[int, float, float], now: float
@@ -545,7 +547,7 @@ class Frontier:
             host = self._hosts[key]
             host.in_flight -= 1
             self.stats["leases/reclaimed"] += 1
-            if not rid and wire[W_CALLBACK] == ROBOTS_CALLBACK:
+            if _is_robots(rid, wire):
                 self._robots_result(key, wire, "unavailable", "", now)
             # A reclaimed request may have been what killed its worker: count it as an attempt.
             elif attempt < self.settings.max_retries:
