@@ -375,8 +375,7 @@ class Frontier:
         _, rid, wire, attempt, _, key = lease
         host = self._hosts[key]
         host.in_flight -= 1
-        if kind not in ("release", "skip"):  # neither was an answer from the host
-            self._note_response(host, kind, reason, info, now)
+        self._note_response(host, kind, reason, info, now)
         stats = self.stats
         if kind == "release":
             if attempt == 0 and rid:
@@ -443,7 +442,9 @@ class Frontier:
         # Only a host that does not answer is backed off, not one serving bad pages.
         failed = kind in ("fail", "retry") and reason in CONNECTION_FAILURES
         if not failed and not status:
-            return  # no answer and no connection failure (a bad URL, say): nothing learnt
+            # No answer and no connection failure (handed back unstarted, skipped by a
+            # middleware, a bad URL): nothing learnt about the host.
+            return
         host.failures = host.failures + 1 if failed else 0
         host.delay = self._throttle.update(
             host.delay, host.floor, status, latency, failed, host.failures

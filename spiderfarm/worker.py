@@ -558,7 +558,7 @@ class Worker:
             wire = value.to_wire()
             # Headers, meta and cb_kwargs may hold any object; one that does not pickle
             # would fail the whole exchange, so it is found here, while its URL is known.
-            if (wire[3] or wire[5] or wire[8]) and not self._pickles(wire, result):
+            if (value.headers or value.meta or value.cb_kwargs) and not self._pickles(wire, result):
                 return
             if not value.dont_filter:
                 if len(self._sent) > 1_000_000:
