@@ -34,9 +34,10 @@ if str(ROOT) not in sys.path:
 
 from spiderfarm.demosite import Catalogue  # noqa: E402
 from spiderfarm.http import Request, Response  # noqa: E402
+from spiderfarm.items import encode_item  # noqa: E402
 from spiderfarm.settings import Settings  # noqa: E402
 from spiderfarm.spider import load_spider  # noqa: E402
-from spiderfarm.worker import Worker, _CallbackResult, encode_item  # noqa: E402
+from spiderfarm.worker import Worker, _CallbackResult  # noqa: E402
 
 BASE = "http://127.0.0.1:8001"
 HEADERS = {"Content-Type": "text/html; charset=utf-8"}

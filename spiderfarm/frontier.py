@@ -155,6 +155,11 @@ class Frontier:
         self._seq = 0
         self._handed_out = 0
         self._owed = 0  # queued entries in the hosts' owed deques
+        # The start requests are a stream (start.py): the crawl is not over while it has
+        # more, and the feeder is woken when the queue runs low.
+        self._starting = False
+        self._start_low = 0
+        self.start_wanted = threading.Event()
         self.stats: Counter[str] = Counter()
         self.dead_letters: list[tuple[str, str, int]] = []
         self.state = RUNNING
@@ -196,6 +201,39 @@ class Frontier:
             accepted += 1
         stats["requests/queued"] += accepted
         return accepted
+
+    # -- the start stream (start.py) ----------------------------------------------
+    def open_start(self) -> None:
+        """The start requests are still coming: the crawl may not finish before
+        ``end_start``."""
+        with self._lock:
+            self._starting = True
+
+    def start_room(self, target: int) -> int:
+        """How many more start requests to read now: 0 once the crawl is closing or at
+        ``max_pages``, else what fills the queue to ``target``."""
+        with self._lock:
+            self._start_low = target // 2
+            limit = self.settings.max_pages
+            if self.state != RUNNING or (limit and self._handed_out >= limit):
+                return 0
+            return target - self._queued
+
+    def end_start(self) -> None:
+        """The start stream has ended (or failed, or was stopped)."""
+        with self._lock:
+            self._starting = False
+            self._check_finished(self._clock())
+
+    def write_start_items(self, items: list[str]) -> None:
+        """Items that ``start()`` yielded itself, written as an ack writes a page's."""
+        with self._lock:
+            self._accept_items(items)
+
+    def note(self, name: str, count: int = 1) -> None:
+        """Count something that happened outside any request (``errors/start_requests``)."""
+        with self._lock:
+            self.stats[name] += count
 
     def _admit(self, rid: int, key: str, wire: WireRequest, attempt: int) -> None:
         """Queue a request, or hold it until its origin's robots.txt is known."""
@@ -354,6 +392,8 @@ class Frontier:
         ready.extendleft(reversed(at_limit))
         if leases:
             heapq.heappush(self._deadlines, deadline)
+        if self._starting and self._queued < self._start_low:
+            self.start_wanted.set()
         return leases
 
     def _promote_delayed(self, now: float) -> None:
@@ -572,6 +612,7 @@ class Frontier:
             logger.info("closing crawl: %s", reason)
             self.state = CLOSING
             self.close_reason = reason
+            self.start_wanted.set()  # the start feeder stops reading
 
     def close(self, reason: str) -> None:
         """Stop handing out work; the crawl finishes once outstanding leases are acked."""
@@ -593,10 +634,13 @@ class Frontier:
         limit = self.settings.max_pages
         if limit and self._handed_out >= limit and not self._owed and not self._delayed:
             self._close("max_pages")  # every page handed out is done, and nothing is owed
-        if self.state == CLOSING or self._queued == 0:
+        if self.state == CLOSING or (self._queued == 0 and not self._starting):
             self.state = FINISHED
             self.close_reason = self.close_reason or "finished"
             self.finished_at = now
+            self.start_wanted.set()  # the feeder, if waiting, learns the crawl is over
+        elif self._starting and self._queued < self._start_low:
+            self.start_wanted.set()
 
     def status(self, detail: bool = False) -> dict[str, Any]:
         """A snapshot of plain data for progress lines, ``status`` and the summary;

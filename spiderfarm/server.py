@@ -11,22 +11,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from .errors import SpiderfarmError
 from .feeds import FeedSink, NullFeed, open_feed
-from .frontier import FINISHED, Frontier, Lease, Outcome, PushEntry
-from .http import InvalidRequest, Request, current_spider
+from .frontier import FINISHED, Frontier, Lease, Outcome
 from .ipkeys import BlockingIpKeys
 from .journal import Journal
 from .manager import ManagerServer
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
 from .settings import Settings
-from .spider import Spider, load_spider
-from .urls import Fingerprinter, domain_of, host_of, ip_key_nowait
+from .spider import load_spider
+from .start import StartFeeder, StartStream, spider_state
+from .urls import domain_of, host_of, ip_key_nowait
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class FrontierService:
 
     def __init__(self, frontier: Frontier, welcome: dict[str, Any]) -> None:
         self._frontier = frontier
-        self._welcome = welcome
+        self.welcome = welcome
         self._ids = 0
         self._lock = threading.Lock()
         self.goodbyes: set[str] = set()
@@ -63,7 +62,7 @@ class FrontierService:
             self._ids += 1
             worker_id = f"w{self._ids}-{str(info.get('host', '?'))[:40]}-{info.get('pid', 0)}"
         logger.info("worker %s joined", worker_id)
-        return {**self._welcome, "worker_id": worker_id}
+        return {**self.welcome, "worker_id": worker_id}
 
     def exchange(
         self, worker_id: str, outcomes: list[Outcome], want: int
@@ -86,28 +85,6 @@ class FrontierService:
         with self._lock:
             self.goodbyes.add(worker_id)
         logger.info("worker %s left", worker_id)
-
-
-def start_entries(spider: Spider, key_of: Callable[[str], str] = host_of) -> Iterable[PushEntry]:
-    """The spider's start requests as frontier entries (plain data)."""
-    fingerprinter = Fingerprinter()
-    token = current_spider.set(spider)
-    try:
-        for req in spider.start_requests() or ():
-            if not isinstance(req, Request):
-                raise SpiderfarmError(
-                    f"spider {spider.name!r}: start_requests() yielded {req!r}; "
-                    "it must yield Request objects"
-                )
-            yield (
-                fingerprinter.fingerprint(req.url, req.method, req.body),
-                key_of(req.url),
-                req.to_wire(),
-            )
-    except InvalidRequest as exc:
-        raise SpiderfarmError(f"spider {spider.name!r}: bad start request: {exc}") from None
-    finally:
-        current_spider.reset(token)
 
 
 class FarmServer:
@@ -159,21 +136,33 @@ class FarmServer:
             },
         )
         self._server: ManagerServer | None = None
+        self._feeder: StartFeeder | None = None
         self._close_requested = ""
         self.address: tuple[str, int] = config.bind
 
     def seed(self) -> int:
-        """Push the start requests, in batches; returns how many were accepted."""
-        accepted, batch = 0, []
+        """Read the spider's first start requests into the frontier (the rest stream in
+        as the queue runs low, once ``listen`` has started the farm) and take the
+        spider's state for the workers; returns how many requests were accepted so far.
+
+        Raises:
+            SpiderfarmError: the spider's start code failed in its first batch.
+        """
         policy = self.settings.politeness_key
         key_of = domain_of if policy == "domain" else ip_key_nowait if policy == "ip" else host_of
         fill = BlockingIpKeys().fill if policy == "ip" else None
-        for entry in start_entries(self.spider, key_of):
-            batch.append(entry)
-            if len(batch) >= 10_000:
-                accepted += self.frontier.push(fill(batch) if fill else batch)
-                batch = []
-        return accepted + self.frontier.push(fill(batch) if fill else batch)
+        self.frontier.open_start()
+        self._feeder = StartFeeder(StartStream(self.spider, key_of), self.frontier, fill)
+        try:
+            accepted = self._feeder.pull(strict=True)
+        except BaseException:
+            self.frontier.end_start()
+            raise
+        if self._feeder.stream.exhausted:
+            self.frontier.end_start()
+        # What __init__ and the start code have set so far reaches every worker's spider.
+        self.service.welcome["spider_state"] = spider_state(self.spider)
+        return accepted
 
     def listen(self) -> tuple[str, int]:
         """Start accepting workers; returns the bound address (the real port for port 0)."""
@@ -184,6 +173,8 @@ class FarmServer:
         host, port = cast(tuple[str, int], server.address)
         self.address = (host, port)
         server.start()
+        if self._feeder is not None:
+            self._feeder.start()
         if self.journal is not None:
             self._committer = threading.Thread(target=self._commit_loop, name="journal")
             self._committer.start()
@@ -242,6 +233,8 @@ class FarmServer:
                 logger.exception("cannot write the job journal; will retry")
 
     def stop(self) -> None:
+        if self._feeder is not None:
+            self._feeder.stop()
         if self._server is not None:
             self._server.stop()
         if self._committer is not None:

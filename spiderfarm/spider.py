@@ -7,7 +7,7 @@ import inspect
 import logging
 import sys
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -56,8 +56,15 @@ class Spider:
             self.allowed_domains = _split(self.allowed_domains)
         self.logger = logging.getLogger(f"spiderfarm.spider.{self.name or type(self).__name__}")
 
+    async def start(self) -> AsyncIterator[Any]:
+        """The first requests (and items), Scrapy 2.13's way: define it as an async
+        generator to take over from ``start_requests()``, which it runs by default."""
+        for value in self.start_requests() or ():
+            yield value
+
     def start_requests(self) -> Iterable[Request]:
-        """The first requests; by default one per ``start_urls`` entry, parsed by ``parse``."""
+        """The first requests; by default one per ``start_urls`` entry, parsed by ``parse``.
+        Used when the spider does not define ``start()``."""
         for url in self.start_urls:
             yield Request(url)
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime
-import decimal
 import inspect
-import json
 import logging
 import os
 import random
@@ -33,11 +30,13 @@ from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
 from .http import W_URL, Request, Response, WireRequest, current_spider
 from .ipkeys import IpKeys
+from .items import encode_item
 from .middleware import Middlewares, Pipelines, load_components
 from .politeness import ROBOTS_CALLBACK, ROBOTS_MAX_BYTES
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE
 from .settings import Settings
 from .spider import Spider, load_spider
+from .start import apply_spider_state
 from .urls import (
     Fingerprinter,
     domain_of,
@@ -52,38 +51,6 @@ __all__ = ["Worker"]
 _NO_INFO = (0, 0.0, 0.0)
 # A CloseSpider reason is user text; the server refuses a reason over 200 characters.
 _MAX_CLOSE_REASON = 100
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def encode_item(item: Any) -> str:
-    """An item as one JSON line. Items are dicts (or mappings, or dataclass instances).
-
-    Raises:
-        TypeError: the item is not a mapping or holds a value JSON cannot represent.
-    """
-    if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        item = dataclasses.asdict(item)
-    elif not isinstance(item, dict):
-        if not isinstance(item, Mapping):
-            raise TypeError(
-                f"callback yielded {type(item).__name__} {item!r:.80}; "
-                "yield dicts (items) or Requests"
-            )
-        item = dict(item)
-    return json.dumps(item, ensure_ascii=False, default=_json_default)
 
 
 def join_notes(notes: list[str]) -> str:
@@ -170,6 +137,8 @@ class Worker:
         else:
             spider_cls = load_spider(welcome["spider"], self.spiders_dir)
         self.spider: Spider = spider_cls(**welcome["spider_args"])
+        # What the server's spider set in __init__ and its start code, over our own.
+        apply_spider_state(self.spider, welcome.get("spider_state") or {})
         self._handle_status = set(self.settings.handle_httpstatus_list) | set(
             getattr(self.spider, "handle_httpstatus_list", ())
         )
