@@ -153,6 +153,7 @@ class Frontier:
         # not journaled (a resumed crawl fetches robots.txt again) and not pages.
         self._robots: dict[str, Origin] | None = {} if settings.obey_robots else None
         self._seq = 0
+        self._settled = -1  # the request id an outcome last settled (see _apply_safely)
         self._handed_out = 0
         self._owed = 0  # queued entries in the hosts' owed deques
         # The start requests are a stream (start.py): the crawl is not over while it has
@@ -330,7 +331,7 @@ class Frontier:
             if state is None:
                 state = self._workers[worker] = _Worker(now, set())
             state.last_seen, state.alive = now, True
-            refused = [o[0] for o in outcomes if not self._apply(worker, state, o, now)]
+            refused = [o[0] for o in outcomes if not self._apply_safely(worker, state, o, now)]
             self._reap(now)
             self._check_deadline(now)
             leases = self._lease(worker, state, want, now) if want > 0 else []
@@ -404,6 +405,42 @@ class Frontier:
             self._enqueue(key, rid, wire, attempt)
 
     # -- outcomes ------------------------------------------------------------------
+    def _apply_safely(self, worker: str, state: _Worker, outcome: Outcome, now: float) -> bool:
+        """``_apply``, but an unexpected error costs only this outcome's request: it is
+        retried (or dead-lettered as ``bad_outcome``) and the frontier stays consistent."""
+        lease = self._leases.get(outcome[0])
+        self._settled = -1
+        try:
+            return self._apply(worker, state, outcome, now)
+        except Exception:
+            if lease is None or lease[0] != worker:
+                raise  # nothing was changed: check_exchange should have refused it
+            lease_id, (_, rid, wire, attempt, _, key) = outcome[0], lease
+            logger.exception("worker %s: cannot apply the outcome for %s", worker, wire[W_URL])
+            self.stats["errors/bad_outcome"] += 1
+            host = self._hosts[key]
+            if self._leases.pop(lease_id, None) is not None:
+                state.leases.discard(lease_id)
+                host.in_flight -= 1
+            if self._settled == rid:
+                pass  # it was settled (done, requeued) before the error: nothing is lost
+            elif _is_robots(rid, wire):
+                self._robots_result(key, wire, "unavailable", "", now)
+            elif attempt < self.settings.max_retries:
+                self.stats["retries/bad_outcome"] += 1
+                self._retry_later(key, rid, wire, attempt + 1, now, 0.0)
+            else:
+                host.errors += 1
+                self.stats["failed/bad_outcome"] += 1
+                self._dead_letter(rid, wire, "bad_outcome", attempt + 1)
+            self._schedule(key, host, now)
+            return True
+
+    def _done(self, rid: int) -> None:
+        self._settled = rid
+        if self._ops is not None:
+            self._ops.append(("done", rid))
+
     def _apply(self, worker: str, state: _Worker, outcome: Outcome, now: float) -> bool:
         lease_id, kind, reason, new_requests, items, info = outcome
         lease = self._leases.get(lease_id)
@@ -431,8 +468,7 @@ class Frontier:
             self._bad_kind(worker, kind, wire)
             host.errors += 1
             stats["failed/bad_outcome"] += 1
-            if self._ops is not None:
-                self._ops.append(("done", rid))
+            self._done(rid)
         elif kind == "retry" and attempt < self.settings.max_retries:
             stats[f"retries/{reason}"] += 1
             self._retry_later(key, rid, wire, attempt + 1, now, info[2])
@@ -441,8 +477,8 @@ class Frontier:
             stats[f"failed/{reason}"] += 1
             if kind == "retry":
                 self._dead_letter(rid, wire, reason, attempt + 1)
-            elif self._ops is not None:
-                self._ops.append(("done", rid))
+            else:
+                self._done(rid)
             # An errback's output travels with the final failure.
             if new_requests:
                 self._push(new_requests)
@@ -457,8 +493,7 @@ class Frontier:
             if kind != "skip":  # skip: a middleware ignored or replaced it, nothing fetched
                 host.pages += 1
                 stats["pages"] += 1
-            if self._ops is not None:
-                self._ops.append(("done", rid))
+            self._done(rid)
             if kind == "close":  # a callback raised CloseSpider(reason)
                 self._close(reason)
             elif reason:  # counters the worker noted: "callback_error,items/dropped*20"
@@ -525,6 +560,7 @@ class Frontier:
     def _requeue(
         self, key: str, rid: int, wire: WireRequest, attempt: int, now: float, delay: float
     ) -> None:
+        self._settled = rid
         # Requeued even while closing: a stopped crawl keeps its queue for --job-dir.
         if self._ops is not None and attempt:
             self._ops.append(("attempt", rid, attempt))
@@ -536,6 +572,7 @@ class Frontier:
             self._enqueue(key, rid, wire, attempt)
 
     def _dead_letter(self, rid: int, wire: WireRequest, reason: str, attempts: int) -> None:
+        self._settled = rid
         self.dead_letters.append((wire[W_URL], reason, attempts))
         self.stats["dead_letters"] += 1
         if self._ops is not None:

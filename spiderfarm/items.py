@@ -35,10 +35,14 @@ def _json_default(value: Any) -> Any:
 
 
 def encode_item(item: Any) -> str:
-    """An item as one JSON line. Items are dicts (or mappings, or dataclass instances).
+    """An item as one JSON line, exactly as the feed will write it (UTF-8, strict JSON).
+    Items are dicts (or mappings, or dataclass instances).
 
     Raises:
         TypeError: the item is not a mapping or holds a value JSON cannot represent.
+        ValueError: it holds ``NaN`` or an infinity (strict JSON readers reject them),
+            a string UTF-8 cannot encode (a lone surrogate such as ``"\\ud800"``), or is
+            nested too deeply to encode.
     """
     if dataclasses.is_dataclass(item) and not isinstance(item, type):
         item = dataclasses.asdict(item)
@@ -49,6 +53,23 @@ def encode_item(item: Any) -> str:
                 "yield dicts (items) or Requests"
             )
         item = dict(item)
-    return json.dumps(item, ensure_ascii=False, default=_json_default)
-
-
+    try:
+        line = json.dumps(item, ensure_ascii=False, allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise ValueError(
+                f"item holds NaN or an infinity, which JSON cannot hold ({exc})"
+            ) from None
+        raise ValueError(f"item cannot be encoded as JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("item is nested too deeply to encode as JSON") from None
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise ValueError(
+                f"item holds {bad!r}, which UTF-8 cannot encode (a lone surrogate: "
+                "decode text with errors='replace' or strip it)"
+            ) from None
+    return line

@@ -569,8 +569,9 @@ class Worker:
     def _encode(self, item: Any, parent: Request, result: _CallbackResult) -> None:
         try:
             line = encode_item(item)
-            if len(line) > MAX_ITEM_BYTES:
-                raise ValueError(f"item is {len(line)} bytes, over the {MAX_ITEM_BYTES} cap")
+            size = len(line) if line.isascii() else len(line.encode())
+            if size > MAX_ITEM_BYTES:
+                raise ValueError(f"item is {size} bytes, over the {MAX_ITEM_BYTES} cap")
             result.items.append(line)
         except (TypeError, ValueError) as exc:
             logger.error(
