@@ -155,6 +155,13 @@ def summary_lines(status: dict[str, Any], output: str | None) -> list[str]:
                 f"  host backed off: {host} ({h['failures']} connection failures in a row, "
                 f"delay {h['delay_s']}s)"
             )
+    for host, h in sorted(status.get("hosts", {}).items()):
+        asked = h.get("crawl_delay_asked_s")
+        if asked:
+            lines.append(
+                f"  host crawl-delay capped: {host} (robots.txt asks {asked:.6g}s, "
+                f"obeyed {h['delay_s']}s: max_crawl_delay_s)"
+            )
     for url, reason, attempts in status["dead_letters"][:20]:
         lines.append(f"  dead letter: {url} ({reason}, {attempts} attempts)")
     if len(status["dead_letters"]) > 20:

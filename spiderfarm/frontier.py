@@ -55,8 +55,8 @@ BURST_S = 0.25
 
 class _Host:
     __slots__ = (
-        "buckets", "delay", "errors", "failures", "floor", "in_flight", "next_at", "owed", "pages",
-        "prios", "scheduled",
+        "asked", "buckets", "delay", "errors", "failures", "floor", "in_flight", "next_at", "owed",
+        "pages", "prios", "scheduled",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -73,6 +73,7 @@ class _Host:
         self.errors = 0
         self.delay = 0.0  # current gap between request starts (politeness.Throttle)
         self.floor = 0.0  # robots.txt Crawl-delay
+        self.asked = 0.0  # a Crawl-delay over max_crawl_delay_s, as asked (0: none)
         self.failures = 0  # connection failures in a row
 
     def put(self, rid: int, wire: WireRequest, attempt: int) -> bool:
@@ -270,7 +271,17 @@ class Frontier:
         if reason == "ok":
             origin.load(text)
             host = self._hosts[key]
-            host.floor = max(host.floor, origin.crawl_delay(self.settings.user_agent))
+            asked = origin.crawl_delay(self.settings.user_agent)
+            cap = self.settings.max_crawl_delay_s
+            if asked > cap:  # a hostile or mistaken Crawl-delay: 1e9 would stall the host
+                logger.warning(
+                    "%s asks for a Crawl-delay of %.6g s; using max_crawl_delay_s=%g",
+                    key, asked, cap,
+                )  # fmt: skip
+                self.stats["robots/crawl_delay_capped"] += 1
+                host.asked = max(host.asked, asked)
+                asked = cap
+            host.floor = max(host.floor, asked)
             host.delay = max(host.delay, host.floor)
             if host.delay:
                 host.next_at = max(host.next_at, now + host.delay)
@@ -705,6 +716,7 @@ class Frontier:
                         "errors": h.errors,
                         "delay_s": round(h.delay, 3),
                         "failures": h.failures,
+                        **({"crawl_delay_asked_s": h.asked} if h.asked else {}),
                     }
                     for key, h in self._hosts.items()
                 }

@@ -123,4 +123,5 @@ class Origin:
         if self.parser is None:
             return 0.0
         delay = self.parser.crawl_delay(user_agent)
-        return float(delay) if delay else 0.0
+        # NaN or a negative value asks for nothing; an infinity is capped by the caller.
+        return float(delay) if delay and delay > 0 else 0.0

@@ -72,6 +72,9 @@ class Settings:
     )
     autothrottle_max_delay_s: float = _opt(60.0, "longest delay the throttle sets")
     obey_robots: bool = _opt(True, "fetch robots.txt once per site and obey it", None)
+    max_crawl_delay_s: float = _opt(
+        60.0, "longest robots.txt Crawl-delay obeyed; a longer one is capped to this"
+    )
     politeness_key: str = _opt(
         "host",
         "group requests for politeness by host (host:port), domain (registered domain) "

@@ -955,3 +955,32 @@ def test_server_seeds_ip_keys_looking_each_authority_up_once(
         "127.0.0.1": 3, "[::1]": 1, "gone.invalid:9": 1,
     }  # fmt: skip
     assert asked == ["localhost"]
+
+
+def test_a_hostile_crawl_delay_is_capped_and_named(tmp_path: Path) -> None:
+    """``Crawl-delay: 1e9`` used to stall its host forever; it is capped to
+    max_crawl_delay_s, and the host is named in the summary and in status."""
+    app = make_test_app()
+    app[ROBOTS] = (200, "User-agent: *\nCrawl-delay: 1e9\n")
+    out = tmp_path / "out.jsonl"
+    with ThreadedSites(app) as (site,):
+        result = crawl(
+            pages_spider(tmp_path), [site.url(f"page/c{i}") for i in range(3)], out,
+            settings=[*PLAIN, "max_crawl_delay_s=0.3"],
+        )  # fmt: skip
+        hits = app[HITS]
+        host = site.url("").split("/")[2]
+    assert result.returncode == 0, result.stderr
+    assert "crawl finished: 3 pages, 3 items, 0 errors" in result.stdout
+    assert f"host crawl-delay capped: {host} (robots.txt asks 1e+09s, obeyed 0.3s" in result.stdout
+    starts = sorted(t for path, t, _ in hits if path.startswith("/page/"))
+    assert len(starts) == 3
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.3 * 0.95
+
+
+def test_crawl_delay_nan_or_negative_asks_for_nothing() -> None:
+    origin = Origin()
+    origin.load("User-agent: *\nCrawl-delay: nan\n")
+    assert origin.crawl_delay("spiderfarm/0.1") == 0.0
+    origin.load("User-agent: *\nCrawl-delay: -5\n")
+    assert origin.crawl_delay("spiderfarm/0.1") == 0.0
