@@ -239,6 +239,12 @@ def run_crawl(args: argparse.Namespace) -> int:
     if args.dead_letters:
         _write_dead_letters(args.dead_letters, status["dead_letters"])
     bad = [c for c in codes if c != 0]
+    if 2 in bad:  # a worker could not start: a pipeline, middleware or spider error
+        print(
+            f"error: {bad.count(2)} worker(s) stopped before crawling (the reason is above)",
+            file=sys.stderr,
+        )
+        return 2
     if bad:
         print(f"warning: {len(bad)} worker(s) exited with errors: {bad}", file=sys.stderr)
         return 1

@@ -240,10 +240,20 @@ class _Refuse:
         return True
 
 
+#: Content codings applied to one body: browsers and servers use one; a body gzipped 2,000
+#: times over would otherwise cost 2,000 nested decoders (and Python's recursion limit).
+MAX_CODINGS = 4
+
+
 def _decoders(content_encoding: str) -> list[_Decoder]:
     """Decoders for a Content-Encoding value, in the order they apply to the body."""
     decoders: list[_Decoder] = []
-    for raw in reversed(content_encoding.split(",")):
+    codings = content_encoding.split(",")
+    if len(codings) > MAX_CODINGS:
+        real = [c for c in codings if c.strip().lower() not in ("", "identity")]
+        if len(real) > MAX_CODINGS:
+            return [_Refuse(f"{len(real)} content codings, more than {MAX_CODINGS}")]
+    for raw in reversed(codings):
         coding = raw.strip().lower()
         if coding in ("gzip", "x-gzip", "deflate"):
             decoders.append(_ZlibDecoder(gzip=coding != "deflate"))

@@ -463,6 +463,9 @@ class Frontier:
         _, rid, wire, attempt, _, key = lease
         host = self._hosts[key]
         host.in_flight -= 1
+        notes = ""
+        if kind in ("fail", "retry"):  # an errback's notes ride after the reason
+            reason, _, notes = reason.partition("|")
         self._note_response(host, kind, reason, info, now)
         stats = self.stats
         if kind == "release":
@@ -480,21 +483,10 @@ class Frontier:
             host.errors += 1
             stats["failed/bad_outcome"] += 1
             self._done(rid)
-        elif kind == "retry" and attempt < self.settings.max_retries:
-            stats[f"retries/{reason}"] += 1
-            self._retry_later(key, rid, wire, attempt + 1, now, info[2])
         elif kind in ("fail", "retry"):
-            host.errors += 1
-            stats[f"failed/{reason}"] += 1
-            if kind == "retry":
-                self._dead_letter(rid, wire, reason, attempt + 1)
-            else:
-                self._done(rid)
-            # An errback's output travels with the final failure.
-            if new_requests:
-                self._push(new_requests)
-            if items:
-                self._accept_items(items)
+            self._apply_failure(key, host, rid, wire, attempt, kind, reason, outcome, now)
+            if notes:
+                self._count_notes(notes)
         else:
             if items and not self._accept_items(items):
                 # Not written (disk full): the page is not done; a resumed job fetches it.
@@ -508,14 +500,49 @@ class Frontier:
             if kind == "close":  # a callback raised CloseSpider(reason)
                 self._close(reason)
             elif reason:  # counters the worker noted: "callback_error,items/dropped*20"
-                for note in reason.split(","):
-                    name, _, times = note.partition("*")
-                    count = int(times) if times.isdigit() else 1
-                    stats[name if "/" in name else f"errors/{name}"] += min(count, 1_000_000)
+                self._count_notes(reason)
             if new_requests:
                 self._push(new_requests)
         self._schedule(key, host, now)
         return True
+
+    def _apply_failure(
+        self,
+        key: str,
+        host: _Host,
+        rid: int,
+        wire: WireRequest,
+        attempt: int,
+        kind: str,
+        reason: str,
+        outcome: Outcome,
+        now: float,
+    ) -> None:
+        new_requests, items, info = outcome[3], outcome[4], outcome[5]
+        stats = self.stats
+        if kind == "retry" and attempt < self.settings.max_retries:
+            stats[f"retries/{reason}"] += 1
+            self._retry_later(key, rid, wire, attempt + 1, now, info[2])
+        else:
+            host.errors += 1
+            stats[f"failed/{reason}"] += 1
+            if kind == "retry":
+                self._dead_letter(rid, wire, reason, attempt + 1)
+            else:
+                self._done(rid)
+            # An errback's output travels with the final failure.
+            if new_requests:
+                self._push(new_requests)
+            if items:
+                self._accept_items(items)
+
+    def _count_notes(self, notes: str) -> None:
+        """Counters a worker noted for one page: ``callback_error,items/dropped*20``."""
+        stats = self.stats
+        for note in notes.split(","):
+            name, _, times = note.partition("*")
+            count = int(times) if times.isdigit() else 1
+            stats[name if "/" in name else f"errors/{name}"] += min(count, 1_000_000)
 
     def _bad_kind(self, worker: str, kind: str, wire: WireRequest) -> None:
         self.stats["acks/bad_kind"] += 1

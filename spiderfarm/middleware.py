@@ -28,7 +28,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import DropItem, SettingsError
+from .errors import DropItem, SettingsError, SpiderfarmError
 from .http import Request, Response
 
 logger = logging.getLogger(__name__)
@@ -134,9 +134,21 @@ class Pipelines:
         self._process = [c.process_item for c in components if hasattr(c, "process_item")]
 
     async def open(self) -> None:
+        """Run every ``open_spider``.
+
+        Raises:
+            SpiderfarmError: naming the pipeline whose ``open_spider`` raised, and why.
+        """
         for c in self._components:
             if hasattr(c, "open_spider"):
-                await _call(c.open_spider, self.spider)
+                try:
+                    await _call(c.open_spider, self.spider)
+                except Exception as exc:
+                    logger.debug("open_spider of %s", type(c).__name__, exc_info=True)
+                    name = f"{type(c).__module__}.{type(c).__qualname__}"
+                    raise SpiderfarmError(
+                        f"item pipeline {name}.open_spider failed: {type(exc).__name__}: {exc}"
+                    ) from exc
 
     async def close(self) -> None:
         for c in self._components:

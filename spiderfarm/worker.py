@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from .client import FrontierClient
-from .errors import CloseSpider, ConnectError, DropItem, FetchError, IgnoreRequest
+from .errors import (
+    CloseSpider,
+    ConnectError,
+    DropItem,
+    FetchError,
+    IgnoreRequest,
+    SpiderfarmError,
+)
 from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
 from .http import W_URL, Request, Response, WireRequest, current_spider
@@ -170,7 +177,14 @@ class Worker:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
         if self._pipelines is not None:
-            await self._pipelines.open()
+            try:
+                await self._pipelines.open()
+            except SpiderfarmError:
+                # Every worker would fail the same way: leave (holding nothing) and say why.
+                with contextlib.suppress(ConnectError):
+                    await self.client.bye(self.worker_id)
+                await self.client.close()
+                raise
         try:
             async with Fetcher(self.settings) as fetcher:
                 self._fetcher = fetcher
@@ -430,7 +444,10 @@ class Worker:
             # that the frontier dead-letters a request that ran out of retries.
             exc.request = request  # type: ignore[attr-defined]
             result = await self._run_callback(request, exc, request.errback, None)
-            return (lease_id, kind, exc.reason, result.requests, result.items, info)
+            # The errback's own counters (callback_error, bad_item ...) ride after the reason.
+            notes = join_notes(result.notes)
+            reason = f"{exc.reason}|{notes}" if notes else exc.reason
+            return (lease_id, kind, reason, result.requests, result.items, info)
         return (lease_id, kind, exc.reason, [], [], info)
 
     async def _run_callback(

@@ -202,6 +202,11 @@ async def _encoded(request: web.Request) -> web.StreamResponse:
                 await response.write(_EMPTY_GZIP_MEMBER * 100)
                 await asyncio.sleep(0)
         return response
+    if kind == "gzip-1500-times":  # a page gzipped 1,500 times over, each coding named
+        body = _page("deep")
+        for _ in range(1500):
+            body = _gzip(body)
+        return _html(body, **{"Content-Encoding": ",".join(["gzip"] * 1500)})
     if kind == "gzip-corrupt":
         return _html(b"\x1f\x8b\x08\x00garbage, not deflate" * 10, **{"Content-Encoding": "gzip"})
     if kind == "br-corrupt":
@@ -587,7 +592,8 @@ _APP_CASES = [
     *(f"/encoded/{k}-truncated" for k in ("gzip", "deflate", "br")),
     *(f"/encoded/{k}" for k in ("gzip-bomb", "deflate-bomb", "br-bomb")),
     *(f"/encoded/{k}" for k in ("gzip-empty-members", "gzip-endless-members")),
-    *(f"/encoded/{k}" for k in ("gzip-corrupt", "br-corrupt", "zstd", "bogus-token")),
+    *(f"/encoded/{k}" for k in ("gzip-corrupt", "br-corrupt", "zstd", "bogus-token",
+                                 "gzip-1500-times")),
     "/endless",
     "/drip",
     "/stall",

@@ -378,6 +378,64 @@ def test_an_errback_runs_once_and_the_request_is_still_a_dead_letter(tmp_path: P
     assert run.hits == Counter({"/down": 3})
 
 
+def test_an_errback_that_raises_is_counted_with_its_traceback(tmp_path: Path) -> None:
+    source = """
+    from spiderfarm import Request, Spider
+
+
+    class BadErrback(Spider):
+        name = "bad_errback"
+
+        def start_requests(self):
+            yield Request("BASEmissing", errback=self.on_error)
+
+        def on_error(self, failure):
+            yield {"failed": failure.request.url}
+            raise KeyError("no such thing")
+    """
+    run = crawl(tmp_path, source)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("crawl finished: 0 pages, 1 items, 2 errors in ")
+    assert lines[1:3] == ["  errors/callback_error: 1", "  failed/http_404: 1"]
+    assert run.items == [{"failed": f"{run.base}missing"}]  # kept: yielded before the raise
+    assert "callback on_error failed on" in run.stderr
+    assert "KeyError: 'no such thing'" in run.stderr  # the traceback
+
+
+def test_a_pipeline_whose_open_spider_raises_stops_the_crawl_naming_it(tmp_path: Path) -> None:
+    source = """
+    from spiderfarm import Request, Spider
+
+
+    class Database:
+        def open_spider(self, spider):
+            raise ConnectionError("database is down")
+
+        def process_item(self, item, spider):
+            return item
+
+
+    class NeedsDb(Spider):
+        name = "needs_db"
+        item_pipelines = [Database]
+        start_urls = ["BASEp/a"]
+
+        def parse(self, response):
+            yield {"url": response.url}
+    """
+    run = crawl(tmp_path, source)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert (
+        "error: worker: item pipeline spiderfarm_spiders.spider.Database.open_spider failed: "
+        "ConnectionError: database is down"
+    ) in run.stderr
+    assert "error: 1 worker(s) stopped before crawling" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.items == []
+    assert run.hits == Counter()
+
+
 # -- links past the per-page cap ---------------------------------------------------
 
 
