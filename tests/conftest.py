@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo paths, the in-process test site, the static quotes site."""
+"""Shared fixtures: the repo paths, the in-process test site, the static quotes site, the
+real-world corpus sites and their ground truth."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import groundtruth
+from tests.corpus import CORPUS, CorpusSet, CorpusUnavailable, fetch
+from tests.corpus_site import CorpusSite
 from tests.sites import (
     SiteServer,
     make_test_app,
@@ -77,3 +81,42 @@ def quotes_site(shared_dir: Path) -> Iterator[str]:
         yield base_url
     finally:
         stop_subprocess(proc)
+
+
+@pytest.fixture(scope="session", params=CORPUS, ids=lambda corpus_set: corpus_set.name)
+def corpus_site(request: pytest.FixtureRequest) -> Iterator[CorpusSite]:
+    """Each corpus set in turn (fetched on first use, see ``tests/corpus.py``), served on
+    127.0.0.1:0. Skips only if Debian's package registry cannot be reached."""
+    corpus_set: CorpusSet = request.param
+    try:
+        root = fetch(corpus_set)
+    except CorpusUnavailable as exc:
+        pytest.skip(f"corpus set {corpus_set.name!r} ({corpus_set.package}) is unavailable: {exc}")
+    argv = [sys.executable, "-u", "-m", "tests.corpus_site", str(root), "--port", "0"]
+    proc, base_url = run_subprocess_site(argv)
+    try:
+        yield CorpusSite(corpus_set, root, base_url)
+    finally:
+        stop_subprocess(proc)
+
+
+@pytest.fixture(scope="session")
+def corpus_truth(corpus_site: CorpusSite) -> groundtruth.GroundTruth:
+    """The independent stdlib crawler's view of ``corpus_site``, crawled once a session."""
+    return groundtruth.crawl(corpus_site.start_url)
+
+
+@pytest.fixture(scope="session")
+def corpus_report() -> list[str]:
+    """Lines the corpus tests append (pages and times per set), printed at the end."""
+    return _CORPUS_REPORT
+
+
+_CORPUS_REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _CORPUS_REPORT:
+        terminalreporter.section("real-world corpus")
+        for line in _CORPUS_REPORT:
+            terminalreporter.write_line(line)
