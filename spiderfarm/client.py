@@ -190,6 +190,18 @@ class FrontierClient:
             await self.call("exchange", worker_id, outcomes, want),
         )
 
+    async def heartbeat(self, worker_id: str, lag_s: float) -> None:
+        await self.call("heartbeat", worker_id, lag_s)
+
+    def clone(self, *, call_timeout_s: float | None = None) -> FrontierClient:
+        """Another client to the same server, with connections of its own."""
+        return FrontierClient(
+            self.address,
+            self._authkey,
+            call_timeout_s=call_timeout_s or self.call_timeout_s,
+            give_up_s=self.give_up_s,
+        )
+
     async def status(self, detail: bool = False) -> dict[str, Any]:
         return cast(dict[str, Any], await self.call("status", detail))
 

@@ -114,6 +114,7 @@ class _Worker:
     last_seen: float
     leases: set[int]
     alive: bool = True
+    lag_s: float = 0.0  # how late the worker's event loop was at its last heartbeat
 
 
 class Frontier:
@@ -735,6 +736,15 @@ class Frontier:
             }
             if detail:
                 snapshot["dead_letters"] = list(self.dead_letters)
+                snapshot["worker_detail"] = {
+                    name: {
+                        "alive": w.alive,
+                        "leases": len(w.leases),
+                        "last_seen_s": round(now - w.last_seen, 3),
+                        "loop_lag_s": round(w.lag_s, 3),
+                    }
+                    for name, w in self._workers.items()
+                }
                 snapshot["hosts"] = {
                     key: {
                         "queued": len(h.owed) + sum(len(b) for b in h.buckets.values()),
@@ -800,6 +810,14 @@ class Frontier:
     def set_next_rid(self, rid: int) -> None:
         with self._lock:
             self._next_rid = max(self._next_rid, rid)
+
+    def heartbeat(self, worker: str, lag_s: float) -> None:
+        """A worker's process is alive (its heartbeat thread says so, whatever its event
+        loop is doing); ``lag_s`` is how far behind that loop is."""
+        with self._lock:
+            state = self._workers.get(worker)
+            if state is not None:
+                state.last_seen, state.alive, state.lag_s = self._clock(), True, lag_s
 
     def forget_worker(self, worker: str) -> None:
         """A worker said goodbye: anything it still holds goes back to the queue now."""

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["FarmServer", "ServerConfig"]
 
 SERVICE = "frontier"
-EXPOSED = ("hello", "exchange", "status", "bye")
+EXPOSED = ("hello", "exchange", "heartbeat", "status", "bye")
 
 
 @dataclass(slots=True)
@@ -76,6 +76,11 @@ class FrontierService:
             logger.error("worker %.200r: %s", worker_id, exc)
             raise
         return self._frontier.exchange(worker_id, outcomes, want)
+
+    def heartbeat(self, worker_id: str, lag_s: float) -> None:
+        if not isinstance(worker_id, str) or type(lag_s) not in (int, float):
+            raise ValueError("heartbeat takes (worker_id: str, lag_s: float)")
+        self._frontier.heartbeat(worker_id, min(max(float(lag_s), 0.0), 1e9))
 
     def status(self, detail: bool = False) -> dict[str, Any]:
         return self._frontier.status(detail is True)

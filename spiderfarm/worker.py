@@ -35,6 +35,7 @@ from .errors import (
 )
 from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
 from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
+from .heartbeat import STALL_S, Heartbeat, LoopWatch
 from .http import W_URL, Request, Response, WireRequest, current_spider
 from .ipkeys import IpKeys
 from .items import encode_item
@@ -128,6 +129,7 @@ class Worker:
         self._keys: dict[str, str] = {}  # scheme://authority -> politeness key
         # politeness_key=ip: "" in _keys marks an authority whose key needs a DNS lookup.
         self._ip_keys: IpKeys | None = None
+        self._watch = LoopWatch()
         self.pages = 0
 
     # -- set-up --------------------------------------------------------------------
@@ -173,6 +175,17 @@ class Worker:
     # -- the main loop -------------------------------------------------------------
     async def run(self) -> int:
         await self._join()
+        every_s = min(1.0, self.settings.worker_timeout_s / 4)
+        heartbeat = Heartbeat(self.client, self.worker_id, self._watch, every_s)
+        heartbeat.start()
+        ticker = asyncio.create_task(self._watch.tick())
+        try:
+            return await self._run()
+        finally:
+            ticker.cancel()
+            await asyncio.to_thread(heartbeat.stop)
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
@@ -459,6 +472,8 @@ class Worker:
     ) -> _CallbackResult:
         result = _CallbackResult(self._leased.get(request.url, 0) > 1)
         token = current_spider.set(self.spider)
+        running = self._watch.running
+        running[name] += 1
         try:
             callback = getattr(self.spider, name)
             output = callback(arg, **kwargs) if kwargs else callback(arg)
@@ -484,6 +499,13 @@ class Worker:
             result.notes.append("callback_error")
         finally:
             current_spider.reset(token)
+            running[name] -= 1
+            if not running[name]:
+                del running[name]
+            # The loop has not ticked for a while and this callback was running all along:
+            # it is what held the loop (one step of one coroutine runs at a time).
+            if (lag := self._watch.lag_s()) > STALL_S:
+                self._watch.blocked([name], lag)
         if result.raw:
             await self._run_pipelines(result, request)
         if self._ip_keys is not None and result.requests:

@@ -436,6 +436,41 @@ def test_a_pipeline_whose_open_spider_raises_stops_the_crawl_naming_it(tmp_path:
     assert run.hits == Counter()
 
 
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_a_blocking_callback_does_not_make_a_live_worker_look_dead(
+    tmp_path: Path, kind: str
+) -> None:
+    """time.sleep in a callback holds the event loop past worker_timeout_s: the worker's
+    heartbeat thread keeps it alive, so no lease is taken back, and the stall is logged
+    once with the callback's name."""
+    source = """
+    import time
+
+    from spiderfarm import Request, Spider
+
+
+    class Sleepy(Spider):
+        name = "sleepy"
+
+        def start_requests(self):
+            for n in range(4):
+                yield Request(f"BASEp/{n}")
+
+        KIND parse(self, response):
+            time.sleep(1.6)  # longer than worker_timeout_s=1
+            yield {"url": response.url}
+    """
+    source = source.replace("KIND", kind)
+    run = crawl(tmp_path, source, {}, "-s", "worker_timeout_s=1", "--log-level", "INFO")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("crawl finished: 4 pages, 4 items, 0 errors in ")
+    assert "workers/dead" not in run.stdout and "silent for" not in run.stderr
+    assert sorted(str(item["url"]) for item in run.items) == [f"{run.base}p/{n}" for n in range(4)]
+    assert run.hits == Counter({f"/p/{n}": 1 for n in range(4)})  # each fetched once
+    assert run.stderr.count("the event loop was blocked for") == 1
+    assert "while callback parse ran" in run.stderr
+
+
 # -- links past the per-page cap ---------------------------------------------------
 
 
