@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -15,13 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from .client import FrontierClient
 from .errors import SpiderfarmError
+from .feeds import FeedSpec
 from .security import (
     AUTHKEY_ENV,
     load_authkey,
@@ -59,9 +61,36 @@ def _settings_help() -> str:
     return "settings (-s NAME=VALUE):\n" + "\n".join(rows)
 
 
+def _appended(text: str) -> tuple[bool, str]:
+    return (False, text)
+
+
+def _overwritten(text: str) -> tuple[bool, str]:
+    return (True, text)
+
+
 def _add_spider_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("spider", help="a spider name found in --spiders-dir, or a path to a .py file")
-    p.add_argument("-o", "--output", help="feed file: .jsonl, .json or .csv")
+    p.add_argument(
+        "-o",
+        "--output",
+        dest="feeds",
+        action="append",
+        default=[],
+        type=_appended,
+        metavar="FILE[:FORMAT]",
+        help="append items to FILE (- for standard output); the format comes from its "
+        "ending (.jsonl, .jl, .json, .csv, each also .gz) or from :FORMAT; repeatable",
+    )
+    p.add_argument(
+        "-O",
+        "--overwrite-output",
+        dest="feeds",
+        action="append",
+        type=_overwritten,
+        metavar="FILE[:FORMAT]",
+        help="like -o, but empty FILE first (a job dir that resumes it cuts it back instead)",
+    )
     p.add_argument(
         "-a",
         dest="spider_args",
@@ -90,13 +119,43 @@ def _add_spider_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
 
 
-def _server_config(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes) -> ServerConfig:
+_FEED_FLAGS = frozenset({"-o", "--output", "-O", "--overwrite-output"})
+
+
+def _join_stdout_feeds(argv: Sequence[str] | None) -> list[str]:
+    """``-o -:jsonl`` as ``-o=-:jsonl``: argparse would take a value that starts with a
+    dash for an option of its own."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(args) - 2, -1, -1):
+        if args[i] in _FEED_FLAGS and args[i + 1].startswith("-:"):
+            args[i : i + 2] = [f"{args[i]}={args[i + 1]}"]
+    return args
+
+
+def _feed_specs(args: argparse.Namespace) -> list[FeedSpec]:
+    return [FeedSpec.parse(text, overwrite=overwrite) for overwrite, text in args.feeds]
+
+
+@contextlib.contextmanager
+def _stdout_for_items(feeds: Sequence[FeedSpec]) -> Iterator[bool]:
+    """With a feed on standard output, everything else this process prints goes to
+    stderr, so that stdout holds the items and nothing else. Yields whether it does."""
+    if not any(spec.is_stdout for spec in feeds):
+        yield False
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield True
+
+
+def _server_config(
+    args: argparse.Namespace, bind: tuple[str, int], authkey: bytes, feeds: list[FeedSpec]
+) -> ServerConfig:
     return ServerConfig(
         spider_ref=args.spider,
         spiders_dir=Path(args.spiders_dir),
         spider_args=parse_key_values(args.spider_args, "-a"),
         overrides=parse_key_values(args.settings, "-s"),
-        output=args.output,
+        output=feeds,
         bind=bind,
         authkey=authkey,
         job_dir=getattr(args, "job_dir", None),
@@ -131,7 +190,7 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def summary_lines(status: dict[str, Any], output: str | None) -> list[str]:
+def summary_lines(status: dict[str, Any], feeds: Sequence[object] = ()) -> list[str]:
     stats, elapsed = status["stats"], status["elapsed_s"]
     pages, items = stats.get("pages", 0), stats.get("items", 0)
     failed = {k: v for k, v in stats.items() if k.startswith(("failed/", "errors/"))}
@@ -166,14 +225,19 @@ def summary_lines(status: dict[str, Any], output: str | None) -> list[str]:
         lines.append(f"  dead letter: {url} ({reason}, {attempts} attempts)")
     if len(status["dead_letters"]) > 20:
         lines.append(f"  ... and {len(status['dead_letters']) - 20} more dead letters")
-    if output:
-        lines.append(f"items written to {output}")
+    if feeds:
+        lines.append(f"items written to {', '.join(str(feed) for feed in feeds)}")
     return lines
 
 
 # -- crawl -----------------------------------------------------------------------------
 def _spawn_workers(
-    n: int, address: tuple[str, int], authkey: bytes, spiders_dir: str, log_level: str
+    n: int,
+    address: tuple[str, int],
+    authkey: bytes,
+    spiders_dir: str,
+    log_level: str,
+    stdout: int | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, AUTHKEY_ENV: authkey.hex()}
     argv = [
@@ -187,15 +251,24 @@ def _spawn_workers(
         "--log-level",
         log_level,
     ]
-    return [subprocess.Popen(argv, env=env) for _ in range(n)]
+    return [subprocess.Popen(argv, env=env, stdout=stdout) for _ in range(n)]
 
 
 def run_crawl(args: argparse.Namespace) -> int:
+    feeds = _feed_specs(args)
+    with _stdout_for_items(feeds) as items_on_stdout:
+        return _crawl(args, feeds, items_on_stdout)
+
+
+def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: bool) -> int:
     authkey = secrets.token_bytes(32)
-    server = FarmServer(_server_config(args, ("127.0.0.1", 0), authkey))
+    server = FarmServer(_server_config(args, ("127.0.0.1", 0), authkey, feeds))
     server.seed()
     address = server.listen()
-    workers = _spawn_workers(args.workers, address, authkey, args.spiders_dir, args.log_level)
+    workers = _spawn_workers(
+        args.workers, address, authkey, args.spiders_dir, args.log_level,
+        stdout=sys.stderr.fileno() if items_on_stdout else None,  # a spider's print()s too
+    )  # fmt: skip
     progress = _Progress(server, sys.stderr.isatty() and not args.quiet)
     interrupts = 0
 
@@ -234,7 +307,7 @@ def run_crawl(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
     status = server.frontier.status(detail=True)
     server.stop()
-    for line in summary_lines(status, args.output):
+    for line in summary_lines(status, feeds):
         print(line, flush=True)
     if args.dead_letters:
         _write_dead_letters(args.dead_letters, status["dead_letters"])
@@ -287,10 +360,11 @@ def run_demo(args: argparse.Namespace) -> int:
         raise SpiderfarmError(f"the demo site failed to start: {line.strip() or 'no output'}")
     base_url = line.split()[1]
     try:
-        print(f"demo site: {base_url} ({args.pages} product pages, served locally)", flush=True)
+        with _stdout_for_items([FeedSpec.parse(args.output, overwrite=True)]):
+            print(f"demo site: {base_url} ({args.pages} product pages, served locally)", flush=True)
         crawl_args = argparse.Namespace(
             spider="catalogue",
-            output=args.output,
+            feeds=[(True, args.output)],  # the demo's file is replaced, not appended to
             spider_args=[f"start_url={base_url}"],
             settings=args.settings,
             spiders_dir=str(spiders_dir),
@@ -372,7 +446,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     demo.add_argument(
-        "-o", "--output", default="demo-items.jsonl", help="feed file (default %(default)s)"
+        "-o",
+        "--output",
+        default="demo-items.jsonl",
+        help="feed file, replaced if it exists (default %(default)s)",
     )
     demo.add_argument("-s", dest="settings", action="append", default=[], metavar="NAME=VALUE")
     demo.add_argument("--log-level", default="WARNING")
@@ -387,7 +464,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_join_stdout_feeds(argv))
     _setup_logging(args.log_level)
     handlers = {"crawl": run_crawl, "demo": run_demo, "status": run_status}
     try:
@@ -415,8 +492,18 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         help="address to listen on (default %(default)s; port 0 picks one)",
     )
     parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_stdout_feeds(argv))
     _setup_logging(args.log_level if args.log_level != "WARNING" else "INFO")
+    try:
+        feeds = _feed_specs(args)
+    except SpiderfarmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with _stdout_for_items(feeds):
+        return _serve(args, feeds)
+
+
+def _serve(args: argparse.Namespace, feeds: list[FeedSpec]) -> int:
     try:
         key = load_authkey(args.authkey_file, os.environ.get(AUTHKEY_ENV))
         bind = parse_address(args.bind)
@@ -427,7 +514,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
         require_strong_key(key, bind[0])
-        server = FarmServer(_server_config(args, bind, key))
+        server = FarmServer(_server_config(args, bind, key, feeds))
         server.seed()
         host, port = server.listen()
     except SpiderfarmError as exc:
@@ -456,7 +543,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         return 130
     status = server.frontier.status(detail=True)
     server.stop()
-    for line in summary_lines(status, args.output):
+    for line in summary_lines(status, feeds):
         print(line, flush=True)
     if args.dead_letters:
         _write_dead_letters(args.dead_letters, status["dead_letters"])

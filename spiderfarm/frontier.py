@@ -25,7 +25,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .http import W_CALLBACK, W_DEPTH, W_DONT_FILTER, W_PRIORITY, W_URL, WireRequest
 from .politeness import (
@@ -47,6 +47,7 @@ PushEntry = tuple[int, str, WireRequest]
 # lease_id, kind, reason, new requests, items (JSON lines), info (status, latency_s, retry_after_s)
 Outcome = tuple[int, str, str, list[PushEntry], list[str], tuple[int, float, float]]
 Lease = tuple[int, int, WireRequest]  # lease_id, attempt, wire
+_T = TypeVar("_T")  # what the server's feeds report as their offsets
 
 RUNNING, CLOSING, FINISHED = "running", "closing", "finished"
 #: How far back a throttled (not fixed-delay) host may bank unused request starts.
@@ -766,9 +767,9 @@ class Frontier:
             flush()
 
     def checkpoint(
-        self, feed_offset: Callable[[], int]
-    ) -> tuple[list[tuple[Any, ...]], int, dict[str, int], str, str]:
-        """Take the changes since the last checkpoint, with the feed position that matches
+        self, feed_offset: Callable[[], _T]
+    ) -> tuple[list[tuple[Any, ...]], _T, dict[str, int], str, str]:
+        """Take the changes since the last checkpoint, with the feed positions that match
         them exactly: both are read under the lock that every ack holds."""
         with self._lock:
             ops, self._ops = self._ops or [], []

@@ -1,9 +1,9 @@
 """Persistence of the frontier in SQLite (WAL), so a crawl resumes after a crash or stop.
 
 The frontier records what changed (requests added, done, retried, dead-lettered); a
-committer thread writes those changes in one transaction together with the feed's byte
-offset at that instant. On resume the feed is cut back to that offset, so the feed holds
-the items of exactly the requests the journal calls done: nothing twice, nothing lost.
+committer thread writes those changes in one transaction together with each feed's byte
+offset at that instant. On resume every feed is cut back to its offset, so each holds the
+items of exactly the requests the journal calls done: nothing twice, nothing lost.
 """
 
 from __future__ import annotations
@@ -44,8 +44,13 @@ class JournalState:
     next_rid: int = 1
 
     @property
-    def feed_offset(self) -> int:
-        return int(self.meta.get("feed_offset", "0"))
+    def feed_offsets(self) -> dict[str, int]:
+        """Each feed's byte offset, by absolute path (``meta["feeds"]``, a JSON object)."""
+        if "feeds" in self.meta:
+            return {str(k): int(v) for k, v in json.loads(self.meta["feeds"]).items()}
+        # A job dir written before there could be several feeds: one path and its offset.
+        path = self.meta.get("feed_path", "")
+        return {path: int(self.meta.get("feed_offset", "0"))} if path else {}
 
 
 class Journal:

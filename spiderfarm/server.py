@@ -11,12 +11,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from .errors import SpiderfarmError
-from .feeds import FeedSink, NullFeed, open_feed
+from .feeds import FeedSpec, as_feed_specs, open_feeds
 from .frontier import FINISHED, Frontier, Lease, Outcome
 from .ipkeys import BlockingIpKeys
 from .journal import Journal
@@ -41,7 +42,8 @@ class ServerConfig:
     spiders_dir: Path = Path("spiders")
     spider_args: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
-    output: str | None = None
+    # Feeds: FeedSpecs (as -o/-O make them), or strings read as -o reads them.
+    output: str | Sequence[str | FeedSpec] | None = None
     bind: tuple[str, int] = ("127.0.0.1", 0)
     authkey: bytes = b""
     job_dir: Path | None = None
@@ -107,13 +109,12 @@ class FarmServer:
                 f"job dir {str(config.job_dir)!r} holds a crawl of spider "
                 f"{saved.meta.get('spider')!r}, not {self.spider_cls.name!r}; use another --job-dir"
             )
-        self._feed_path = str(Path(config.output).resolve()) if config.output else ""
-        if config.output:
-            same_feed = saved is not None and saved.meta.get("feed_path") == self._feed_path
-            resume_at = saved.feed_offset if saved is not None and same_feed else None
-            self.feed: FeedSink = open_feed(config.output, resume_at=resume_at)
-        else:
-            self.feed = NullFeed()
+        self.feed = open_feeds(
+            as_feed_specs(config.output),
+            fields=self.settings.feed_fields,
+            job_dir=str(config.job_dir) if config.job_dir is not None else None,
+            resumed=saved.feed_offsets if saved is not None else None,
+        )
         self.frontier = Frontier(
             self.settings,
             allowed_domains=self.spider.allowed_domains,
@@ -211,14 +212,13 @@ class FarmServer:
             time.sleep(0.05)
 
     def _commit(self) -> None:
-        """Write the frontier's changes and the matching feed offset to the job dir; if
+        """Write the frontier's changes and the matching feed offsets to the job dir; if
         that fails, the changes go back to the frontier for the next commit."""
         assert self.journal is not None
-        ops, offset, stats, state, reason = self.frontier.checkpoint(self.feed.offset)
+        ops, offsets, stats, state, reason = self.frontier.checkpoint(self.feed.offsets)
         meta = {
             "spider": self.spider_cls.name,
-            "feed_path": self._feed_path,
-            "feed_offset": str(offset),
+            "feeds": json.dumps(offsets),
             "stats": json.dumps(stats),
             "state": state,
             "close_reason": reason,

@@ -92,11 +92,23 @@ class Settings:
         120.0, "a leased request not acked by then is handed out again", 1
     )
     worker_timeout_s: float = _opt(10.0, "a worker silent this long is dead; its work requeued", 1)
+    # feeds, written by the server
+    feed_fields: tuple[str, ...] = _opt(
+        (),
+        "fields every feed writes, in this order (CSV: exactly these columns); "
+        "empty: all (CSV: the first item's keys) (comma-separated with -s)",
+        None,
+    )
 
     def __post_init__(self) -> None:
         if self.politeness_key not in ("host", "domain", "ip"):
             raise SettingsError(
                 f"setting politeness_key={self.politeness_key!r} must be 'host', 'domain' or 'ip'"
+            )
+        if "" in self.feed_fields or len(set(self.feed_fields)) < len(self.feed_fields):
+            raise SettingsError(
+                f"setting feed_fields={','.join(self.feed_fields)!r} has an empty or repeated "
+                "field name; give each field once"
             )
         for f in dataclasses.fields(self):
             minimum = f.metadata.get("min")

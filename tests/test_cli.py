@@ -4,6 +4,8 @@ counted by reason. Every test runs the real processes."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from tests.farm import (
     wait_all,
     write_key,
 )
+from tests.sites import REPO_ROOT, subprocess_environ
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,7 +80,65 @@ def test_unwritable_output_path(tmp_path: Path, site: str) -> None:
 def test_unknown_feed_extension(site: str, tmp_path: Path) -> None:
     result = run_cli(["crawl", "links", "-a", f"start_url={site}", "-o", str(tmp_path / "x.xml")])
     assert result.returncode == 2
-    assert "cannot tell the feed format" in result.stderr
+    assert f"error: cannot tell the feed format of '{tmp_path / 'x.xml'}'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("feeds", "message"),
+    [
+        (["-o", "{tmp}/items.out:xml"], "error: feed '{tmp}/items.out:xml': unknown format 'xml'"),
+        (
+            ["-O", "-"],
+            "error: cannot tell the feed format of standard output: name it, as in -O -:jsonl",
+        ),
+        (
+            ["-o", "{tmp}/a.jsonl", "-O", "{tmp}/a.jsonl"],
+            "error: feed '{tmp}/a.jsonl' is given twice (-o/-O); give each feed once",
+        ),
+        (
+            ["-o", "{tmp}/a.jsonl.gz", "--job-dir", "{tmp}/job"],
+            "error: --job-dir cannot resume feed '{tmp}/a.jsonl.gz': a gzip feed; with a job "
+            "dir write .jsonl, .json or .csv files (compress them once the crawl is done)",
+        ),
+        (
+            ["-o", "-:jsonl", "--job-dir", "{tmp}/job"],
+            "error: --job-dir cannot resume a feed on standard output; with a job dir write",
+        ),
+        (
+            ["-O", "{tmp}/keep.jsonl", "-o", "{tmp}/file/items.csv"],
+            "error: cannot write the feed '{tmp}/file/items.csv': Not a directory; "
+            "choose a writable path with -o",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["crawl", "spiderfarm.server"])
+def test_bad_feeds_exit_2_naming_them_before_anything_is_written(
+    tmp_path: Path, feeds: list[str], message: str, command: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text('{"old": 1}\n')
+    args = [
+        "links",
+        "-a",
+        "start_url=http://127.0.0.1:9/",
+        *(f.format(tmp=tmp_path) for f in feeds),
+    ]
+    if command == "crawl":
+        result = run_cli(["crawl", *args, "--workers", "1"])
+    else:
+        result = subprocess.run(
+            [sys.executable, "-m", "spiderfarm.server", *args, "--bind", "127.0.0.1:0",
+             "--authkey-file", str(write_key(tmp_path))],
+            cwd=REPO_ROOT, env=subprocess_environ(), capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message.format(tmp=tmp_path) in result.stderr
+    assert "listening on" not in result.stdout + result.stderr
+    assert keep.read_text() == '{"old": 1}\n'  # -O empties nothing when another feed fails
+    made = {p.name for p in tmp_path.iterdir()} - {"file", "keep.jsonl", "farm.key", "job"}
+    assert made == set()  # no feed file was created
 
 
 def test_unknown_setting_suggests_the_right_one(site: str) -> None:
