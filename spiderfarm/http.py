@@ -1,4 +1,4 @@
-"""``Request`` and ``Response``: what spiders create and what their callbacks receive.
+"""``Request`` and the responses: what spiders create and what their callbacks receive.
 
 The names live in ``spiderfarm.request`` and ``spiderfarm.response``; this module gathers
 them, as ``scrapy.http`` does, so ``from spiderfarm.http import Request, Response`` works.
@@ -17,7 +17,14 @@ from .request import (
     WireRequest,
     current_spider,
 )
-from .response import Response
+from .response import (
+    HtmlResponse,
+    JsonResponse,
+    Response,
+    TextResponse,
+    XmlResponse,
+    response_for,
+)
 
 __all__ = [
     "W_CALLBACK",
@@ -25,9 +32,14 @@ __all__ = [
     "W_DONT_FILTER",
     "W_PRIORITY",
     "W_URL",
+    "HtmlResponse",
     "InvalidRequest",
+    "JsonResponse",
     "Request",
     "Response",
+    "TextResponse",
     "WireRequest",
+    "XmlResponse",
     "current_spider",
+    "response_for",
 ]
