@@ -15,7 +15,6 @@ from urllib.parse import urljoin, urlsplit
 
 from parsel import Selector, SelectorList
 from w3lib.encoding import html_to_unicode, http_content_type_encoding, read_bom
-from w3lib.html import get_base_url
 
 from .errors import NotSupported
 from .request import Request, _callback_name
@@ -27,7 +26,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_BASE_TAG = re.compile(r"<base\b", re.IGNORECASE)  # cheap test before w3lib's full parse
+_BASE_TAG = re.compile(r"<base\b", re.IGNORECASE)  # cheap test before the tree is searched
+_HTML_SPACE = " \t\n\r\x0c"  # what HTML strips from a URL attribute
 
 __all__ = [
     "HtmlResponse",
@@ -56,6 +56,7 @@ class Response:
 
     _kind: ClassVar[str] = "binary"  # as NotSupported names it
     _markup: ClassVar[bool] = False  # may hold <a href> and <base href> for css/xpath
+    _base_xpath: ClassVar[str] = ""
 
     def __new__(
         cls,
@@ -125,13 +126,17 @@ class Response:
 
     @property
     def base_url(self) -> str:
-        """The URL links are relative to: ``<base href>`` if the page has a usable one (it
-        parses and passes ``safe_url``), else the response's own URL."""
+        """The URL links are relative to: the first ``<base href>`` of the parsed page if
+        it is usable (it parses and passes ``safe_url``), else the response's own URL."""
         if self._base_url is None:
             base = self.url
-            if self._markup and _BASE_TAG.search(text := self.text):
+            # Read from the tree the selectors see, not by a regex over the text, which
+            # takes a "<base" in a <title>, an attribute or a CDATA section for a tag and
+            # leaves "&amp;" escaped. The regex only spares pages without one a parse.
+            if self._markup and _BASE_TAG.search(self.text):
+                href = (self.selector.xpath(self._base_xpath).get() or "").strip(_HTML_SPACE)
                 try:
-                    base = safe_url(get_base_url(text, self.url))
+                    base = safe_url(urljoin(self.url, href)) if href else base
                 except ValueError as exc:  # a bad port or host, a broken IPv6 literal ...
                     logger.debug("ignoring the <base href> of %s: %s", self.url, exc)
             # Only a base whose host and port passed safe_url (or the page's own URL) may
@@ -237,6 +242,7 @@ class TextResponse(Response):
     _kind = "text"
     _markup = True
     _selector_type: ClassVar[str] = "html"
+    _base_xpath: ClassVar[str] = "//base/@href"  # lxml's HTML tags are lower case
 
     def __init__(
         self,
@@ -314,6 +320,7 @@ class XmlResponse(TextResponse):
     __slots__ = ()
 
     _selector_type = "xml"
+    _base_xpath = "//*[local-name()='base']/@href"  # XHTML served as XML: in a namespace
 
 
 class JsonResponse(TextResponse):

@@ -560,6 +560,39 @@ def test_follow_all_finds_what_the_selector_finds(name: str, fresh_log_once: Non
     assert selector_links(response, css) == links
 
 
+@pytest.mark.parametrize(
+    ("head", "base"),
+    [
+        ('<base href="/p?a=1&amp;b=2">', "http://docs.test/p?a=1&b=2"),  # unescaped
+        ('<!-- <base href="/commented/"> -->', URL),
+        ("<title>a &lt;base&gt; <base href='/in-title/'></title>", URL),
+        ("<script>document.write('<base href=\"/js/\">')</script>", URL),
+        ('<meta name="x" content="<base href=/in-attr/>">', URL),
+        ('<base target="_top"><base href="/second/">', "http://docs.test/second/"),
+        ('<base href=""><base href="/second/">', URL),  # the first href counts, empty or not
+        ('<BASE HREF="/upper/">', "http://docs.test/upper/"),
+        ('<base href=" /spaced/ ">', "http://docs.test/spaced/"),
+        ('<base href="http://docs.test:99999/">', URL),
+    ],
+)
+def test_base_url_is_what_the_parsed_page_declares(head: str, base: str) -> None:
+    for body in (
+        f"<html><head>{head}</head><body><a href='x.html'>x</a></body></html>",
+        XHTML.format(head=head, body="<a href='x.html'>x</a>"),
+    ):
+        response = make(body)
+        assert response.base_url == base
+        assert link_disagreements(response) == []
+
+
+def test_a_cdata_section_is_not_a_base_tag_in_xml() -> None:
+    body = '<?xml version="1.0"?><r><d><![CDATA[<base href="/cdata/">]]></d><a href="x">x</a></r>'
+    response = make(body, "text/xml")
+    assert response.base_url == URL
+    assert [r.url for r in response.follow_all(css="a")] == ["http://docs.test/manual/x"]
+    assert link_disagreements(response) == []
+
+
 def test_the_link_check_reports_a_disagreement() -> None:
     class Skewed(HtmlResponse):
         __slots__ = ()
