@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from spiderfarm.demosite import Catalogue  # noqa: E402
-from spiderfarm.http import Request, Response  # noqa: E402
+from spiderfarm.http import Request, Response, response_for  # noqa: E402
 from spiderfarm.items import encode_item  # noqa: E402
 from spiderfarm.settings import Settings  # noqa: E402
 from spiderfarm.spider import load_spider  # noqa: E402
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def responses() -> list[Response]:
         return [
-            Response(url, 200, HEADERS, body, req)
+            response_for(url, 200, HEADERS, body, req)
             for (url, body), req in zip(pages, requests, strict=True)
         ]
 

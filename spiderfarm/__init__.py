@@ -13,11 +13,20 @@ from .errors import (
     FeedError,
     FetchError,
     IgnoreRequest,
+    NotSupported,
     SettingsError,
     SpiderfarmError,
     SpiderLoadError,
 )
-from .http import InvalidRequest, Request, Response
+from .http import (
+    HtmlResponse,
+    InvalidRequest,
+    JsonResponse,
+    Request,
+    Response,
+    TextResponse,
+    XmlResponse,
+)
 from .settings import VERSION as __version__
 from .settings import Settings
 from .spider import Spider
@@ -28,8 +37,11 @@ __all__ = [
     "DropItem",
     "FeedError",
     "FetchError",
+    "HtmlResponse",
     "IgnoreRequest",
     "InvalidRequest",
+    "JsonResponse",
+    "NotSupported",
     "Request",
     "Response",
     "Settings",
@@ -37,5 +49,7 @@ __all__ = [
     "Spider",
     "SpiderLoadError",
     "SpiderfarmError",
+    "TextResponse",
+    "XmlResponse",
     "__version__",
 ]

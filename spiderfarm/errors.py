@@ -6,6 +6,7 @@
     ├── FeedError              the output file cannot be opened or written
     ├── ConnectError           the server cannot be reached, or refused the authkey
     ├── FetchError             one request failed at the fetch boundary (reason is a short code)
+    ├── NotSupported           a response lacks that: .text of a binary body (Scrapy's name)
     ├── CloseSpider            raised by a callback to end the crawl (Scrapy's name)
     ├── IgnoreRequest          raised by a callback or middleware to drop a request quietly
     └── DropItem               raised by an item pipeline to drop one item (counted)
@@ -23,6 +24,7 @@ __all__ = [
     "FeedError",
     "FetchError",
     "IgnoreRequest",
+    "NotSupported",
     "SettingsError",
     "SpiderLoadError",
     "SpiderfarmError",
@@ -65,6 +67,33 @@ class FetchError(SpiderfarmError):
     def __str__(self) -> str:
         tail = f": {self.detail}" if self.detail else ""
         return f"{self.reason} fetching {self.url}{tail}"
+
+
+class NotSupported(SpiderfarmError):
+    """A response was asked for something its kind does not have: ``.text`` or a selector
+    of a binary ``Response``, ``.css()`` or ``.xpath()`` of a ``JsonResponse``.
+
+    ``kind`` is ``"binary"`` or ``"JSON"``; ``content_type`` is the header as received
+    (``""`` when there was none); ``action`` is what was asked (``".text"``, ``".css()"``).
+    """
+
+    def __init__(self, url: str, content_type: str, action: str, kind: str = "binary") -> None:
+        super().__init__(url, content_type, action, kind)
+        self.url = url
+        self.content_type = content_type
+        self.action = action
+        self.kind = kind
+
+    def __str__(self) -> str:
+        header = (
+            f"Content-Type {self.content_type[:100]!r}" if self.content_type else "no Content-Type"
+        )
+        if self.kind == "JSON":
+            hint = "read it with .json() or .jmespath()"
+        else:
+            hint = "read .body, or check isinstance(response, TextResponse) first"
+        what = f"{self.url} is a {self.kind} response ({header})"
+        return f"{self.action} is not supported: {what}; {hint}"
 
 
 class CloseSpider(SpiderfarmError):

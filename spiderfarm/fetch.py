@@ -26,7 +26,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .errors import FetchError
-from .http import Request, Response
+from .http import Request, Response, response_for
 from .settings import Settings
 from .urls import safe_url
 
@@ -367,7 +367,8 @@ class Fetcher:
             self._resolver = None
 
     async def fetch(self, request: Request) -> Response:
-        """Fetch ``request``.
+        """Fetch ``request``; the response is of the kind its headers, URL and body say
+        (``response_for``: ``HtmlResponse``, ``XmlResponse``, ``JsonResponse`` ...).
 
         Raises:
             FetchError: with a reason such as ``timeout``, ``refused``, ``dns_error``,
@@ -400,7 +401,7 @@ class Fetcher:
                     raise FetchError(url, "too_large", f"Content-Length {length} > {limit}")
                 decoders = _decoders(",".join(resp.headers.getall("Content-Encoding", ())))
                 body = await _read_body(resp, limit, url, decoders)
-                return Response(str(resp.url), resp.status, resp.headers, body, request)
+                return response_for(str(resp.url), resp.status, resp.headers, body, request)
         except FetchError:
             raise
         except TimeoutError:

@@ -1,417 +1,45 @@
-"""``Request`` and ``Response``: what spiders create and what their callbacks receive.
+"""``Request`` and the responses: what spiders create and what their callbacks receive.
 
-A ``Request`` crosses processes as a plain tuple (``to_wire`` / ``from_wire``); its
-callback travels as a method *name*. A ``Response`` never leaves the worker that fetched
-it, and parses its body only when a callback first asks for ``.text`` or a selector.
+The names live in ``spiderfarm.request`` and ``spiderfarm.response``; this module gathers
+them, as ``scrapy.http`` does, so ``from spiderfarm.http import Request, Response`` works.
 """
 
 from __future__ import annotations
 
-import contextvars
-import inspect
-import json
-import logging
-import re
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urljoin, urlsplit
-
-from parsel import Selector, SelectorList
-from w3lib.encoding import html_to_unicode, http_content_type_encoding, read_bom
-from w3lib.html import get_base_url
-
-from .errors import SpiderfarmError
-from .urls import FETCHABLE_SCHEMES, MAX_URL_LENGTH, SAFE_CHARS, safe_url
-
-if TYPE_CHECKING:
-    from multidict import CIMultiDictProxy
-
-    from .spider import Spider
-
-logger = logging.getLogger(__name__)
-
-_BASE_TAG = re.compile(r"<base\b", re.IGNORECASE)  # cheap test before w3lib's full parse
-
-__all__ = ["InvalidRequest", "Request", "Response", "WireRequest", "current_spider"]
-
-# url, callback, method, headers, body, meta, priority, dont_filter, cb_kwargs, depth, errback
-WireRequest = tuple[
-    str,
-    str | None,
-    str,
-    dict[str, str] | None,
-    bytes | None,
-    dict[str, Any] | None,
-    int,
-    bool,
-    dict[str, Any] | None,
-    int,
-    str | None,
-]
-# Final ints let the type checker see which field of the tuple each index reads.
-W_URL: Final = 0
-W_CALLBACK: Final = 1
-W_PRIORITY: Final = 6
-W_DONT_FILTER: Final = 7
-W_DEPTH: Final = 9
-
-#: The spider whose callbacks are running; lets ``Request`` check a callback name at once.
-current_spider: contextvars.ContextVar[Spider | None] = contextvars.ContextVar(
-    "current_spider", default=None
+from .request import (
+    W_CALLBACK,
+    W_DEPTH,
+    W_DONT_FILTER,
+    W_PRIORITY,
+    W_URL,
+    InvalidRequest,
+    Request,
+    WireRequest,
+    current_spider,
+)
+from .response import (
+    HtmlResponse,
+    JsonResponse,
+    Response,
+    TextResponse,
+    XmlResponse,
+    response_for,
 )
 
-
-class InvalidRequest(SpiderfarmError, ValueError):
-    """A ``Request`` was built with a bad URL, method or callback."""
-
-
-def _callback_name(callback: Any, what: str) -> str | None:
-    if callback is None:
-        return None
-    if isinstance(callback, str):
-        name = callback
-    elif inspect.ismethod(callback):
-        name = callback.__name__
-    else:
-        raise InvalidRequest(
-            f"{what} must be a method of the spider (self.parse_item) or its name, "
-            f"got {callback!r}: functions and lambdas cannot travel between processes"
-        )
-    spider = current_spider.get()
-    if spider is not None and not callable(getattr(spider, name, None)):
-        raise InvalidRequest(
-            f"{what} {name!r} is not a method of spider {spider.name!r}; "
-            f"define {type(spider).__name__}.{name}(self, response)"
-        )
-    return name
-
-
-class Request:
-    """One thing to fetch. Mirrors Scrapy's ``Request`` arguments."""
-
-    __slots__ = (
-        "body",
-        "callback",
-        "cb_kwargs",
-        "depth",
-        "dont_filter",
-        "errback",
-        "headers",
-        "meta",
-        "method",
-        "priority",
-        "url",
-    )
-
-    def __init__(
-        self,
-        url: str,
-        callback: Any = None,
-        method: str = "GET",
-        headers: Mapping[str, str] | None = None,
-        body: bytes | str | None = None,
-        meta: dict[str, Any] | None = None,
-        priority: int = 0,
-        dont_filter: bool = False,
-        cb_kwargs: dict[str, Any] | None = None,
-        errback: Any = None,
-    ) -> None:
-        try:
-            self.url = safe_url(url)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-        self.callback = _callback_name(callback, "callback")
-        self.errback = _callback_name(errback, "errback")
-        if not isinstance(method, str) or not method.isalpha():
-            raise InvalidRequest(f"invalid HTTP method {method!r} for {self.url}")
-        self.method = method.upper()
-        self.headers = dict(headers) if headers else None
-        self.body = body.encode() if isinstance(body, str) else (body or None)
-        self.meta = dict(meta) if meta else None  # a copy: requests must not share meta
-        if not isinstance(priority, int):
-            raise InvalidRequest(f"priority must be an int, got {priority!r} for {self.url}")
-        self.priority = priority
-        self.dont_filter = dont_filter
-        self.cb_kwargs = dict(cb_kwargs) if cb_kwargs else None
-        self.depth = 0
-
-    def __repr__(self) -> str:
-        return f"<{self.method} {self.url}>"
-
-    def replace(self, **changes: Any) -> Request:
-        """A copy with some arguments changed (Scrapy's ``Request.replace``)."""
-        kwargs: dict[str, Any] = {
-            "url": self.url,
-            "callback": self.callback,
-            "method": self.method,
-            "headers": self.headers,
-            "body": self.body,
-            "meta": self.meta,
-            "priority": self.priority,
-            "dont_filter": self.dont_filter,
-            "cb_kwargs": self.cb_kwargs,
-            "errback": self.errback,
-        }
-        kwargs.update(changes)
-        new = Request(**kwargs)
-        new.depth = self.depth
-        return new
-
-    def to_wire(self) -> WireRequest:
-        return (
-            self.url,
-            self.callback,
-            self.method,
-            self.headers,
-            self.body,
-            self.meta or None,
-            self.priority,
-            self.dont_filter,
-            self.cb_kwargs or None,
-            self.depth,
-            self.errback,
-        )
-
-    @classmethod
-    def _trusted(cls, url: str, callback: str | None) -> Request:
-        """A plain GET for a URL already known to be safe (see ``Response.follow_all``)."""
-        req = cls.__new__(cls)
-        req.url, req.callback, req.errback, req.method = url, callback, None, "GET"
-        req.headers = req.body = req.meta = req.cb_kwargs = None
-        req.priority, req.dont_filter, req.depth = 0, False, 0
-        return req
-
-    @classmethod
-    def from_wire(cls, wire: WireRequest) -> Request:
-        # Trusted data from the frontier: skip validation, it ran where the request was made.
-        req = cls.__new__(cls)
-        (
-            req.url,
-            req.callback,
-            req.method,
-            req.headers,
-            req.body,
-            req.meta,
-            req.priority,
-            req.dont_filter,
-            req.cb_kwargs,
-            req.depth,
-            req.errback,
-        ) = wire
-        return req
-
-
-class Response:
-    """A fetched page. Decoding and parsing happen on first use, not on arrival."""
-
-    __slots__ = (
-        "_base_origin", "_base_url", "_encoding", "_selector", "_text", "body", "headers",
-        "request", "status", "url",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        url: str,
-        status: int,
-        headers: CIMultiDictProxy[str] | Mapping[str, str],
-        body: bytes,
-        request: Request,
-    ) -> None:
-        self.url = url
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.request = request
-        self._text: str | None = None
-        self._encoding: str | None = None
-        self._selector: Selector | None = None
-        self._base_url: str | None = None
-        self._base_origin: str | None = None  # of a base URL known safe; see base_url
-
-    def __repr__(self) -> str:
-        return f"<{self.status} {self.url}>"
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        if self.request.meta is None:
-            self.request.meta = {}
-        return self.request.meta
-
-    @property
-    def cb_kwargs(self) -> dict[str, Any]:
-        return self.request.cb_kwargs or {}
-
-    def _decode(self) -> None:
-        encoding, text = _to_unicode(self.headers.get("Content-Type", ""), self.body)
-        # NUL bytes break lxml; nothing legitimate in HTML text needs them.
-        self._text = text.replace("\x00", "\ufffd") if "\x00" in text else text
-        self._encoding = encoding
-
-    @property
-    def text(self) -> str:
-        """The body decoded: HTTP charset, then BOM and ``<meta charset>``, then a guess."""
-        if self._text is None:
-            self._decode()
-        assert self._text is not None
-        return self._text
-
-    @property
-    def encoding(self) -> str:
-        if self._encoding is None:
-            self._decode()
-        assert self._encoding is not None
-        return self._encoding
-
-    @property
-    def selector(self) -> Selector:
-        if self._selector is None:
-            self._selector = Selector(text=self.text, base_url=self.url)
-        return self._selector
-
-    def css(self, query: str) -> SelectorList[Selector]:
-        return self.selector.css(query)
-
-    def xpath(self, query: str, **kwargs: Any) -> SelectorList[Selector]:
-        return self.selector.xpath(query, **kwargs)
-
-    def json(self) -> Any:
-        """The body parsed as JSON (as ``.text``: the declared charset is honoured); raises
-        ``ValueError`` naming the URL if it is not JSON."""
-        try:
-            return json.loads(self.text)
-        except ValueError as exc:
-            raise ValueError(f"response from {self.url} is not JSON: {exc}") from None
-
-    @property
-    def base_url(self) -> str:
-        """The URL links are relative to: ``<base href>`` if the page has a usable one (it
-        parses and passes ``safe_url``), else the page's own URL."""
-        if self._base_url is None:
-            self._base_url = self.url
-            text = self.text
-            if _BASE_TAG.search(text):
-                try:
-                    self._base_url = safe_url(get_base_url(text, self.url))
-                except ValueError as exc:  # a bad port or host, a broken IPv6 literal ...
-                    logger.debug("ignoring the <base href> of %s: %s", self.url, exc)
-            # Only a base whose host and port passed safe_url (or the page's own URL) may
-            # take follow_all's shortcut, which trusts its origin without re-validation.
-            self._base_origin = _origin(self._base_url)
-        return self._base_url
-
-    def urljoin(self, url: str) -> str:
-        return urljoin(self.base_url, url)
-
-    def follow(self, url: str | Selector, callback: Any = None, **kwargs: Any) -> Request:
-        """A ``Request`` for ``url`` (a string, an ``<a>``/``<link>`` selector or an
-        attribute selector), relative to this page."""
-        if isinstance(url, Selector):
-            url = _url_from_selector(url)
-        return Request(self.urljoin(url), callback=callback, **kwargs)
-
-    def follow_all(
-        self,
-        urls: Iterable[str | Selector] | None = None,
-        callback: Any = None,
-        *,
-        css: str | None = None,
-        xpath: str | None = None,
-        **kwargs: Any,
-    ) -> Iterator[Request]:
-        """Requests for many links; ``mailto:``, ``javascript:`` and other non-HTTP links
-        are skipped quietly, as are empty ``href``s."""
-        if sum(x is not None for x in (urls, css, xpath)) != 1:
-            raise ValueError("follow_all takes exactly one of urls, css or xpath")
-        if css is not None:
-            urls = self.css(css)
-        elif xpath is not None:
-            urls = self.xpath(xpath)
-        assert urls is not None
-        # Checked now, not when the caller first iterates: a bad callback is the spider's bug.
-        name = _callback_name(callback, "callback")
-        return self._follow_all(urls, name, kwargs)
-
-    def _follow_all(
-        self, urls: Iterable[str | Selector], callback: str | None, kwargs: dict[str, Any]
-    ) -> Iterator[Request]:
-        base = self.base_url
-        # The hot path of a crawl: most links are root-relative ("/p/1.html"). Those are
-        # the base's origin plus the href, and from a validated base URL with safe
-        # characters they need neither urljoin (~9 us) nor re-validation (~6 us).
-        origin = self._base_origin if not kwargs else None
-        for link in urls:
-            href = _url_from_selector(link, True) if isinstance(link, Selector) else link
-            if not href or not (href := href.strip()):
-                continue
-            if (
-                origin is not None
-                and href[0] == "/"
-                and href[1:2] != "/"
-                and "/." not in href
-                and href.isascii()
-                and SAFE_CHARS.issuperset(href)
-                and len(origin) + len(href) <= MAX_URL_LENGTH
-                # urljoin drops an empty query, fragment or last-segment params ("/a?",
-                # "/a#", "/a;?b"); such rare links take the slow path.
-                and href[-1] not in "?#;"
-                and "?#" not in href
-                and (";" not in href or (";?" not in href and ";#" not in href))
-            ):
-                yield Request._trusted(origin + href, callback)
-                continue
-            try:
-                absolute = urljoin(base, href)
-                if urlsplit(absolute).scheme not in FETCHABLE_SCHEMES:
-                    continue
-                yield Request(absolute, callback=callback, **kwargs)
-            except ValueError as exc:  # InvalidRequest, or a link urljoin cannot parse
-                # One bad link must not cost the page its other links and items.
-                logger.debug("skipping link on %s: %s", self.url, exc)
-
-
-def _origin(base: str) -> str | None:
-    """``scheme://netloc`` of an http(s) URL, or None if it is anything unusual."""
-    scheme, sep, rest = base.partition("://")
-    slash = rest.find("/")
-    netloc = rest if slash == -1 else rest[:slash]
-    if not sep or scheme not in FETCHABLE_SCHEMES or not netloc or "\\" in netloc:
-        return None
-    if "?" in netloc or "#" in netloc:
-        return None
-    return f"{scheme}://{netloc}"
-
-
-def _url_from_selector(sel: Selector, missing_ok: bool = False) -> str:
-    root = sel.root
-    if isinstance(root, str):  # the result of ::attr(href) or /@href
-        return root
-    tag = getattr(root, "tag", None)
-    if tag not in ("a", "link"):
-        raise ValueError(f"only <a> and <link> selectors can be followed, got <{tag}>")
-    href = root.get("href")
-    if href is None:
-        if missing_ok:  # <a name="top">: nothing to follow
-            return ""
-        raise ValueError(f"<{tag}> element has no href attribute")
-    return str(href)
-
-
-def _to_unicode(content_type: str, body: bytes) -> tuple[str, str]:
-    """``(encoding, text)`` of a body: w3lib's choice (HTTP charset, BOM, ``<meta>``), but
-    never an exception. A charset that cannot decode text (``rot13``, ``base64``, and
-    ``undefined`` or ``idna``, which refuse ``errors="replace"``) is dropped for the page's
-    own declaration, then UTF-8. A ``<meta>`` naming UTF-16 or UTF-32 is read as UTF-8, as
-    browsers do: the bytes it was found in were ASCII."""
-    for header in (content_type, "text/html"):
-        try:
-            encoding, text = html_to_unicode(header, body)
-        except (LookupError, ValueError):  # UnicodeError is a ValueError
-            continue
-        if (
-            encoding.startswith(("utf-16", "utf-32"))
-            and http_content_type_encoding(header) is None
-            and read_bom(body)[0] is None
-        ):
-            break
-        return encoding, text
-    return "utf-8", body.decode("utf-8", "replace")
+__all__ = [
+    "W_CALLBACK",
+    "W_DEPTH",
+    "W_DONT_FILTER",
+    "W_PRIORITY",
+    "W_URL",
+    "HtmlResponse",
+    "InvalidRequest",
+    "JsonResponse",
+    "Request",
+    "Response",
+    "TextResponse",
+    "WireRequest",
+    "XmlResponse",
+    "current_spider",
+    "response_for",
+]

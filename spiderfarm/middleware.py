@@ -9,7 +9,9 @@ A downloader middleware may define any of (plain or ``async``; Scrapy's signatur
 ``process_request`` runs in the listed order, ``process_response`` and
 ``process_exception`` in reverse. Returning a ``Request`` schedules it instead (through
 the frontier, deduplicated unless ``dont_filter``); returning a ``Response`` skips the
-fetch (or the failure). Raising ``IgnoreRequest`` drops the request quietly.
+fetch (or the failure). Build the kind the callback reads: ``HtmlResponse(url, status,
+headers, body, request)`` for a page (``Response(...)`` picks the kind from the headers, as
+the fetcher does). Raising ``IgnoreRequest`` drops the request quietly.
 
 An item pipeline may define ``open_spider(spider)``, ``process_item(item, spider)`` (returns
 the item, possibly changed, or raises ``DropItem``) and ``close_spider(spider)``.

@@ -37,10 +37,12 @@ __all__ = [
     "COUNTERS",
     "ENCODED_TEXT",
     "HITS",
+    "PNG_BYTES",
     "PROXIED",
     "REPO_ROOT",
     "ROBOTS",
     "SPANS",
+    "XHTML_DOCS",
     "Hit",
     "SiteServer",
     "SiteStartError",
@@ -51,6 +53,7 @@ __all__ = [
     "run_subprocess_site",
     "stop_subprocess",
     "subprocess_environ",
+    "xhtml_page",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -302,6 +305,66 @@ async def _tree(request: web.Request) -> web.Response:
     return _html(_page(node, f"<ul>{items}</ul>"))
 
 
+# DocBook-style XHTML: an XML declaration, an XHTML doctype and namespace, served as
+# text/html (as many documentation sets are). Parsed as XML, not one <title> or <a> of
+# it is found. ch3 sits one directory down and resolves its links with <base href>.
+_XHTML_PROLOG = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" '
+    '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">\n'
+    '<html xmlns="http://www.w3.org/1999/xhtml" lang="en" xml:lang="en">'
+)
+XHTML_DOCS: dict[str, tuple[str, str, str]] = {
+    "index.html": (
+        "Debian Reference",
+        "",
+        '<a href="ch1.html">1</a> <a href="/xhtml/ch2.html">2</a> '
+        '<a href="sub/ch3.html">3</a> <a href="figure.png">figure</a> '
+        '<a href="mailto:doc@example.org">mail</a> <a name="top" id="top"></a>',
+    ),
+    "ch1.html": (
+        "Chapter 1. GNU/Linux tutorials",
+        "",
+        '<a href="index.html">up</a> <a href="./ch2.html">next</a>',
+    ),
+    "ch2.html": (
+        "Chapter 2. Debian package management",
+        "",
+        '<a href="index.html">up</a> <a href="sub/ch3.html">next</a>',
+    ),
+    "sub/ch3.html": (
+        "Chapter 3. The system initialization",
+        '<base href="/xhtml/" />',
+        '<a href="ch1.html">back to 1</a> <a href="index.html">up</a>',
+    ),
+}
+"""``/xhtml/{path}`` pages: ``path -> (title, extra <head> markup, <body> links)``."""
+
+PNG_BYTES = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+"""The body of ``/xhtml/figure.png`` (``image/png``): binary from its first bytes."""
+
+
+def xhtml_page(title: str, head: str = "", body: str = "") -> bytes:
+    """A DocBook-style XHTML page: XML declaration, XHTML doctype, xmlns, UTF-8."""
+    esc = html.escape(title)
+    return (
+        f'{_XHTML_PROLOG}<head><meta http-equiv="Content-Type" content="text/html; '
+        f'charset=UTF-8" /><title>{esc}</title>{head}</head>'
+        f'<body><div class="chapter"><h1>{esc}</h1><p>{body}</p></div></body></html>\n'
+    ).encode()
+
+
+async def _xhtml(request: web.Request) -> web.Response:
+    path = request.match_info["path"]
+    if path == "figure.png":
+        return web.Response(body=PNG_BYTES, content_type="image/png")
+    if path not in XHTML_DOCS:
+        raise web.HTTPNotFound()
+    return web.Response(
+        body=xhtml_page(*XHTML_DOCS[path]), content_type="text/html", charset="utf-8"
+    )
+
+
 def make_test_app() -> web.Application:
     """Build a fresh test site with empty ``app[HITS]`` and ``app[COUNTERS]``.
 
@@ -332,6 +395,9 @@ def make_test_app() -> web.Application:
     - ``/tree/{node}?depth=D``: a binary tree of pages: node ``r`` at depth 0 links to
       ``r0`` and ``r1``, ``r0`` to ``r00`` and ``r01`` ..., down to depth D (default 2):
       ``2**(D+1) - 1`` pages in all.
+    - ``/xhtml/index.html``: ``XHTML_DOCS``, four linked XHTML pages with an XML
+      declaration served as ``text/html``, and ``/xhtml/figure.png`` (``PNG_BYTES``) that
+      the index links to: a follow-all crawl finds exactly those five.
     """
     app = web.Application(middlewares=[_record_hit])
     app[HITS] = []
@@ -357,6 +423,7 @@ def make_test_app() -> web.Application:
     app.router.add_get("/robots.txt", _robots)
     app.router.add_get("/timed/{name}", _timed)
     app.router.add_get("/tree/{node:r[01]*}", _tree)
+    app.router.add_get("/xhtml/{path:.+}", _xhtml)
     return app
 
 

@@ -42,6 +42,21 @@ def test_the_scrapy_vocabulary_imports_from_the_top() -> None:
     assert (Request, Response, Spider) == (HttpRequest, HttpResponse, BaseSpider)
 
 
+def test_the_response_kinds_import_from_the_top_as_in_scrapy_http() -> None:
+    from spiderfarm import (
+        HtmlResponse,
+        JsonResponse,
+        Response,
+        TextResponse,
+        XmlResponse,
+        http,
+        response,
+    )
+
+    for cls in (HtmlResponse, JsonResponse, Response, TextResponse, XmlResponse):
+        assert getattr(http, cls.__name__) is getattr(response, cls.__name__) is cls
+
+
 def test_every_error_users_catch_is_exported() -> None:
     for name in (
         "CloseSpider",
@@ -50,6 +65,7 @@ def test_every_error_users_catch_is_exported() -> None:
         "FetchError",
         "IgnoreRequest",
         "InvalidRequest",
+        "NotSupported",
         "SettingsError",
         "SpiderLoadError",
         "SpiderfarmError",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 
@@ -16,6 +17,7 @@ from spiderfarm.errors import (
     FeedError,
     FetchError,
     IgnoreRequest,
+    NotSupported,
     SettingsError,
     SpiderfarmError,
     SpiderLoadError,
@@ -56,10 +58,16 @@ def test_the_module_exports_exactly_the_documented_tree() -> None:
         "FeedError",
         "FetchError",
         "IgnoreRequest",
+        "NotSupported",
         "SettingsError",
         "SpiderLoadError",
         "SpiderfarmError",
     ]
+
+
+def test_the_docstring_tree_draws_every_class() -> None:
+    drawn = re.findall(r"^ {4}(?:[│ ]*[├└]── )?(\w+)", errors_module.__doc__ or "", re.M)
+    assert sorted(drawn) == errors_module.__all__
 
 
 def test_lease_lost_was_removed() -> None:
@@ -120,3 +128,37 @@ def test_close_spider_pickles_with_its_reason() -> None:
 def test_close_spider_default_reason_survives_pickling() -> None:
     copy = roundtrip(CloseSpider())
     assert (copy.args, copy.reason, str(copy)) == (("cancelled",), "cancelled", "cancelled")
+
+
+def test_not_supported_pickles_with_url_content_type_action_and_kind() -> None:
+    exc = NotSupported("http://example.com/a.png", "image/png", ".text")
+    copy = roundtrip(exc)
+    assert type(copy) is NotSupported
+    assert copy.args == ("http://example.com/a.png", "image/png", ".text", "binary")
+    assert (copy.url, copy.content_type, copy.action, copy.kind) == (
+        "http://example.com/a.png", "image/png", ".text", "binary",
+    )  # fmt: skip
+    assert (
+        str(copy)
+        == str(exc)
+        == (
+            ".text is not supported: http://example.com/a.png is a binary response "
+            "(Content-Type 'image/png'); read .body, or check isinstance(response, "
+            "TextResponse) first"
+        )
+    )
+
+
+def test_not_supported_on_json_and_without_a_content_type() -> None:
+    json_error = roundtrip(
+        NotSupported("http://example.com/api", "application/json", ".css()", "JSON")
+    )
+    assert str(json_error) == (
+        ".css() is not supported: http://example.com/api is a JSON response "
+        "(Content-Type 'application/json'); read it with .json() or .jmespath()"
+    )
+    bare = roundtrip(NotSupported("http://example.com/blob", "", ".xpath()"))
+    assert str(bare) == (
+        ".xpath() is not supported: http://example.com/blob is a binary response "
+        "(no Content-Type); read .body, or check isinstance(response, TextResponse) first"
+    )

@@ -16,7 +16,14 @@ import pytest
 
 from spiderfarm import Spider
 from spiderfarm.errors import SpiderfarmError
-from spiderfarm.http import InvalidRequest, Request, Response, current_spider
+from spiderfarm.http import (
+    HtmlResponse,
+    InvalidRequest,
+    Request,
+    Response,
+    current_spider,
+    response_for,
+)
 
 PAGE_URL = "http://example.com/dir/page.html"
 
@@ -46,7 +53,7 @@ def make_response(
     if isinstance(body, str):
         body = body.encode()
     headers = {"Content-Type": content_type} if content_type is not None else {}
-    return Response(url, status, headers, body, Request(url))
+    return response_for(url, status, headers, body, Request(url))
 
 
 @pytest.fixture
@@ -632,7 +639,7 @@ def test_follow_all_agrees_with_urljoin_on_generated_links(page: str) -> None:
     if page.startswith("<"):
         response = make_response(page + html)
     else:
-        response = Response(page, 200, {}, html.encode(), Request(page))
+        response = HtmlResponse(page, 200, {}, html.encode(), Request(page))
     got = [r.url for r in response.follow_all(css="a")]
     assert got == _slow_follow_all(response.base_url, [h for h in hrefs if h.strip()])
 
@@ -648,7 +655,7 @@ def test_follow_all_fast_path_agrees_with_urljoin() -> None:
     ]  # fmt: skip
     html = "".join(f'<a href="{h}">x</a>' for h in hrefs)
     for base in ("http://site.test/dir/page.html", "https://u:p@site.test:8443/"):
-        response = Response(base, 200, {}, html.encode(), Request(base))
+        response = HtmlResponse(base, 200, {}, html.encode(), Request(base))
         fast = [(r.url, r.callback, r.method, r.meta, r.priority) for r in
                 response.follow_all(css="a", callback="parse")]  # fmt: skip
         slow = []

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.timeout(120)
 COMPONENTS = """
 import os
 
-from spiderfarm import DropItem, IgnoreRequest, Request, Response
+from spiderfarm import DropItem, HtmlResponse, IgnoreRequest, Request
 
 
 def note(request, label):
@@ -54,7 +54,7 @@ def note(request, label):
 
 def made_up(request, text):
     body = f"<h1>{text}</h1>".encode()
-    return Response(request.url, 200, {"Content-Type": "text/html"}, body, request)
+    return HtmlResponse(request.url, 200, {"Content-Type": "text/html"}, body, request)
 
 
 def log(spider, event):

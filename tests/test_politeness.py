@@ -24,7 +24,7 @@ from aiohttp import web
 
 from spiderfarm import ipkeys
 from spiderfarm.frontier import Frontier, Lease, Outcome, PushEntry
-from spiderfarm.http import W_CALLBACK, W_URL, Request, Response
+from spiderfarm.http import W_CALLBACK, W_URL, HtmlResponse, Request
 from spiderfarm.politeness import ROBOTS_CALLBACK, Origin, Throttle, origin_of
 from spiderfarm.server import FarmServer, ServerConfig
 from spiderfarm.settings import Settings
@@ -856,7 +856,7 @@ async def page_keys(worker: Worker, url: str, *links: str) -> list[tuple[str, st
     """(link, politeness key) of every request the spider yields from a page of links."""
     body = "".join(f'<a href="{link}">x</a>' for link in links).encode()
     request = Request(url)
-    response = Response(url, 200, {"Content-Type": "text/html"}, body, request)
+    response = HtmlResponse(url, 200, {"Content-Type": "text/html"}, body, request)
     result = await worker._run_callback(request, response, "parse")
     return [(wire[W_URL], key) for _, key, wire in result.requests]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spiderfarm import Request, Response, Spider
+from spiderfarm import HtmlResponse, Request, Response, Spider
 from spiderfarm.errors import SpiderLoadError
 from spiderfarm.spider import load_spider
 
@@ -389,7 +389,8 @@ def test_the_quotes_spider_parses_the_bundled_front_page(spiders_dir: Path) -> N
     if not page.is_file():
         pytest.fail(f"the quotes test site is missing: expected {page}")
     url = "http://127.0.0.1:9000/"
-    response = Response(url, 200, {"Content-Type": "text/html"}, page.read_bytes(), Request(url))
+    body = page.read_bytes()
+    response = HtmlResponse(url, 200, {"Content-Type": "text/html"}, body, Request(url))
     out = list(load_spider("quotes", spiders_dir)(start_url=url).parse(response))
     items = [o for o in out if isinstance(o, dict)]
     requests = [o for o in out if isinstance(o, Request)]
