@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from spiderfarm.http import Request, response_for
 from tests import corpus
 from tests.corpus import (
     CORPUS,
@@ -28,6 +29,7 @@ from tests.corpus import (
 from tests.corpus_site import CorpusSite
 from tests.farm import read_items, run_cli
 from tests.groundtruth import GroundTruth, LinkParser, decode, normalise_space
+from tests.linkcheck import link_disagreements
 from tests.sites import REPO_ROOT
 
 SPIDERS_DIR = REPO_ROOT / "tests" / "corpus_spiders"
@@ -107,6 +109,65 @@ def test_crawl_reaches_exactly_the_ground_truth(
     assert summary is not None, result.stdout
     expected = f"crawl finished: {fetched} pages, {len(titles)} items, {failed} errors in"
     assert summary.group(0).startswith(expected), result.stdout
+
+
+SCRAPY_STYLE_SETS = [s for s in CORPUS if s.name in ("sphinx", "docbook-xhtml")]
+
+
+@pytest.mark.parametrize("spider", ["stateful", "asyncstart"])
+@pytest.mark.parametrize(
+    "corpus_site", SCRAPY_STYLE_SETS, indirect=True, ids=lambda s: s.name
+)
+def test_scrapy_style_spiders_crawl_real_doc_sets_completely(
+    spider: str, corpus_site: CorpusSite, corpus_truth: GroundTruth, tmp_path: Path
+) -> None:
+    """State set in start_requests() (stateful) or async def start() (asyncstart), read
+    in callbacks on two workers, over real XHTML and Sphinx sets: every page, once."""
+    out = tmp_path / "pages.jsonl"
+    result = run_cli(
+        ["crawl", spider, "--spiders-dir", str(SPIDERS_DIR),
+         "-a", f"start_url={corpus_site.start_url}", "--workers", "2",
+         "-s", "obey_robots=false", "-o", str(out)]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    items = read_items(out)
+    by_url = {str(item["url"]): item for item in items}
+    assert len(by_url) == len(items), "a page was written twice"
+    assert set(by_url) == set(corpus_truth.pages), result.stdout
+    for url, title in corpus_truth.pages.items():
+        assert normalise_space(str(by_url[url]["title"])) == normalise_space(title), url
+    if spider == "stateful":
+        host = urlsplit(corpus_site.start_url).netloc
+        assert {item["host"] for item in items} == {host}
+    else:
+        assert all(item["under_root"] is True for item in items)
+        assert by_url[corpus_site.start_url]["via"] is None
+        assert all(
+            item["via"] in corpus_truth.pages for url, item in by_url.items()
+            if url != corpus_site.start_url
+        )  # fmt: skip
+    assert "AttributeError" not in result.stderr
+
+
+def test_follow_all_agrees_with_the_selector_on_every_corpus_page() -> None:
+    """The link fast path (root-relative shortcut, <base href>) against the parsed tree,
+    on every HTML file of every set, served as text/html."""
+    checked = 0
+    problems: list[str] = []
+    for corpus_set in CORPUS:
+        try:
+            pages = list(iter_pages(corpus_set))
+        except CorpusUnavailable as exc:
+            pytest.skip(f"corpus set {corpus_set.name!r} is unavailable: {exc}")
+        base = "http://127.0.0.1:8000"
+        for path, body in pages:
+            response = response_for(
+                base + path, 200, {"Content-Type": "text/html"}, body, Request(base + path)
+            )
+            problems += [f"{corpus_set.name} {path}: {p}" for p in link_disagreements(response)]
+            checked += 1
+    assert not problems, _listing("pages where follow_all and the selector differ", problems)
+    assert checked == 126 + 89 + 153 + 400 + 105  # every HTML file the five packages ship
 
 
 def test_ground_truth_parser_follows_only_a_href() -> None:
