@@ -6,6 +6,7 @@ batches of requests, fetch them with aiohttp and run your ``Spider`` callbacks.
 
 from __future__ import annotations
 
+from . import exceptions as exceptions  # scrapy.exceptions.DropItem after "as scrapy"
 from .errors import (
     CloseSpider,
     ConnectError,
@@ -27,6 +28,7 @@ from .http import (
     TextResponse,
     XmlResponse,
 )
+from .selector import Selector, SelectorList
 from .settings import VERSION as __version__
 from .settings import Settings
 from .spider import Spider
@@ -44,6 +46,8 @@ __all__ = [
     "NotSupported",
     "Request",
     "Response",
+    "Selector",
+    "SelectorList",
     "Settings",
     "SettingsError",
     "Spider",

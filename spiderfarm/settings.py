@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from .errors import SettingsError
 
 VERSION = "0.1.0"  # the package's version; spiderfarm.__version__ re-exports it
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Settings", "parse_key_values"]
 
@@ -119,10 +122,17 @@ class Settings:
 
     @classmethod
     def merge(cls, *layers: Mapping[str, Any]) -> Settings:
-        """Settings from ``layers``, later ones winning; strings are converted by type."""
+        """Settings from ``layers``, later ones winning; strings are converted by type.
+        Scrapy's names (``DOWNLOAD_DELAY``, ``CONCURRENT_REQUESTS`` ...) are read as the
+        spiderfarm settings they match (see ``SCRAPY_SETTINGS``)."""
         merged: dict[str, Any] = {}
         for layer in layers:
             for key, value in layer.items():
+                if key.isupper():
+                    translated = _from_scrapy(key, value)
+                    if translated is None:
+                        continue
+                    key, value = translated
                 merged[key] = _convert(key, value)
         return cls(**merged)
 
@@ -136,6 +146,75 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+#: Scrapy's setting names and the spiderfarm settings they are read as (same units).
+SCRAPY_SETTINGS: dict[str, str] = {
+    "AUTOTHROTTLE_ENABLED": "autothrottle",
+    "AUTOTHROTTLE_MAX_DELAY": "autothrottle_max_delay_s",
+    "AUTOTHROTTLE_TARGET_CONCURRENCY": "autothrottle_target_concurrency",
+    "CLOSESPIDER_ITEMCOUNT": "max_items",
+    "CLOSESPIDER_PAGECOUNT": "max_pages",
+    "CLOSESPIDER_TIMEOUT": "max_seconds",
+    "CONCURRENT_REQUESTS": "concurrency",
+    "CONCURRENT_REQUESTS_PER_DOMAIN": "per_host_concurrency",
+    "COOKIES_ENABLED": "cookies_enabled",
+    "DEFAULT_REQUEST_HEADERS": "default_headers",
+    "DEPTH_LIMIT": "depth_limit",
+    "DEPTH_PRIORITY": "depth_priority",
+    "DOWNLOAD_DELAY": "delay_s",
+    "DOWNLOAD_MAXSIZE": "max_body_bytes",
+    "DOWNLOAD_TIMEOUT": "timeout_s",
+    "DOWNLOADER_MIDDLEWARES": "downloader_middlewares",
+    "FEED_EXPORT_FIELDS": "feed_fields",
+    "HTTPERROR_ALLOWED_CODES": "handle_httpstatus_list",
+    "ITEM_PIPELINES": "item_pipelines",
+    "RANDOMIZE_DOWNLOAD_DELAY": "randomize_delay",
+    "REDIRECT_MAX_TIMES": "max_redirects",
+    "RETRY_HTTP_CODES": "retry_http_codes",
+    "RETRY_TIMES": "max_retries",
+    "ROBOTSTXT_OBEY": "obey_robots",
+    "USER_AGENT": "user_agent",
+}
+#: Scrapy settings about its logging, project layout or reactor: nothing to do here.
+SCRAPY_IGNORED = frozenset({
+    "BOT_NAME", "LOG_ENABLED", "LOG_FILE", "LOG_FORMAT", "LOG_LEVEL", "NEWSPIDER_MODULE",
+    "REQUEST_FINGERPRINTER_IMPLEMENTATION", "SPIDER_MODULES", "TELNETCONSOLE_ENABLED",
+    "TWISTED_REACTOR", "ASYNCIO_EVENT_LOOP", "FEED_EXPORT_ENCODING",
+})  # fmt: skip
+
+
+def _from_scrapy(key: str, value: Any) -> tuple[str, Any] | None:
+    """A Scrapy setting as ``(our name, value)``; None for one that does not apply here.
+
+    Raises:
+        SettingsError: a Scrapy setting spiderfarm has no counterpart for.
+    """
+    if key in SCRAPY_IGNORED:
+        logger.info("Scrapy setting %s does not apply to spiderfarm; ignored", key)
+        return None
+    if key == "RETRY_ENABLED":
+        try:
+            enabled = _to_bool(value)
+        except ValueError as exc:
+            raise SettingsError(f"bad value {value!r} for Scrapy setting {key!r}: {exc}") from None
+        return "max_retries", _FIELDS["max_retries"].default if enabled else 0
+    name = SCRAPY_SETTINGS.get(key)
+    if name is None:
+        close = difflib.get_close_matches(key, SCRAPY_SETTINGS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SettingsError(
+            f"Scrapy setting {key!r} has no spiderfarm counterpart{hint} (the README's "
+            "'Coming from Scrapy' table lists those that do)"
+        )
+    if name in ("downloader_middlewares", "item_pipelines") and isinstance(value, Mapping):
+        # Scrapy's {path: order} (None disables): in order; Scrapy's own components are
+        # built into spiderfarm (or not available) and cannot be imported.
+        chosen = sorted((order, path) for path, order in value.items() if order is not None)
+        own = [path for _, path in chosen if not path.startswith("scrapy.")]
+        if len(own) < len(chosen):
+            logger.info("%s: Scrapy's built-in components are spiderfarm's own; skipped", key)
+        value = tuple(own)
+    return name, value
 
 
 def _convert(key: str, value: Any) -> Any:
@@ -151,14 +230,7 @@ def _convert(key: str, value: Any) -> Any:
         return None
     try:
         if kind == "bool":
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError("expected true or false")
-                return lowered in ("1", "true", "yes", "on")
-            if not isinstance(value, bool):
-                raise ValueError("expected true or false")
-            return value
+            return _to_bool(value)
         if kind in ("int", "float"):
             if isinstance(value, bool) or value is None:
                 raise ValueError(f"expected a number, got {value!r}")
@@ -187,6 +259,17 @@ def _convert(key: str, value: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"bad value {value!r} for setting {key!r} ({kind}): {exc}") from None
     raise AssertionError(f"setting {key} has unhandled type {kind}")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError("expected true or false")
+        return lowered in ("1", "true", "yes", "on")
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
 
 
 def parse_key_values(pairs: list[str], what: str) -> dict[str, str]:

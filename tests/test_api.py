@@ -71,3 +71,16 @@ def test_every_error_users_catch_is_exported() -> None:
         "SpiderfarmError",
     ):
         assert issubclass(getattr(spiderfarm, name), spiderfarm.SpiderfarmError), name
+
+
+def test_import_spiderfarm_as_scrapy_gives_scrapys_everyday_names() -> None:
+    import spiderfarm as scrapy
+
+    assert scrapy.exceptions.DropItem is scrapy.DropItem
+    assert scrapy.exceptions.CloseSpider is scrapy.CloseSpider
+    assert scrapy.exceptions.IgnoreRequest is scrapy.IgnoreRequest
+    assert scrapy.exceptions.NotSupported is scrapy.NotSupported
+    assert scrapy.http.HtmlResponse is scrapy.HtmlResponse
+    sel = scrapy.Selector(text="<p class=x>hi</p>")
+    assert sel.css("p.x::text").get() == "hi"
+    assert isinstance(sel.css("p"), scrapy.SelectorList)

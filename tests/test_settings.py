@@ -230,3 +230,31 @@ def test_parsed_command_line_pairs_merge_into_settings() -> None:
         False,
         (503, 504),
     )
+
+
+def test_scrapy_setting_names_are_read_as_their_counterparts() -> None:
+    s = Settings.merge(
+        {
+            "DOWNLOAD_DELAY": 1.5,
+            "CONCURRENT_REQUESTS": 4,
+            "CONCURRENT_REQUESTS_PER_DOMAIN": 2,
+            "ROBOTSTXT_OBEY": False,
+            "ITEM_PIPELINES": {"a.B": 300, "c.D": 100, "x.Y": None},
+            "DOWNLOADER_MIDDLEWARES": {"scrapy.downloadermiddlewares.retry.RetryMiddleware": 5},
+            "BOT_NAME": "mybot",
+            "FEED_EXPORT_FIELDS": ["name", "price"],
+        },
+        {"RETRY_ENABLED": "false"},
+    )
+    assert (s.delay_s, s.concurrency, s.per_host_concurrency, s.obey_robots) == (1.5, 4, 2, False)
+    assert s.item_pipelines == ("c.D", "a.B")  # by order; None disables
+    assert s.downloader_middlewares == ()  # Scrapy's own are built in here
+    assert s.feed_fields == ("name", "price")
+    assert s.max_retries == 0
+
+
+def test_a_scrapy_setting_without_counterpart_is_named() -> None:
+    with pytest.raises(SettingsError, match=r"Scrapy setting 'HTTPCACHE_ENABLED' has no"):
+        Settings.merge({"HTTPCACHE_ENABLED": True})
+    with pytest.raises(SettingsError, match=r"did you mean 'DOWNLOAD_DELAY'"):
+        Settings.merge({"DOWNLOAD_DELAYS": 1})
