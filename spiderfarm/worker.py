@@ -83,7 +83,7 @@ def _single(output: Any) -> bool:
 
 
 class _CallbackResult:
-    __slots__ = ("again", "close_reason", "items", "notes", "raw", "requests")
+    __slots__ = ("again", "close_reason", "full", "items", "notes", "raw", "requests")
 
     def __init__(self, again: bool = False) -> None:
         # A page leased again while its earlier lease (expired) is still unanswered: the
@@ -96,6 +96,9 @@ class _CallbackResult:
         # errors/callback_error, a name with a slash ("items/dropped") as it is.
         self.notes: list[str] = []
         self.close_reason = ""
+        # The page reached MAX_LINKS_PER_PAGE: the callback is not run further (a page of a
+        # million links must not hold the loop for half a minute making Requests).
+        self.full = False
 
 
 class Worker:
@@ -480,6 +483,9 @@ class Worker:
             if inspect.isasyncgen(output):
                 async for value in output:
                     self._collect(value, request, result)
+                    if result.full:
+                        await output.aclose()
+                        break
             else:
                 if inspect.isawaitable(output):
                     output = await output
@@ -488,6 +494,8 @@ class Worker:
                 else:
                     for value in output:
                         self._collect(value, request, result)
+                        if result.full:
+                            break  # a generator is closed when it is dropped
         except CloseSpider as exc:
             result.close_reason = str(exc.reason or "close_spider")[:_MAX_CLOSE_REASON]
         except IgnoreRequest:
@@ -559,6 +567,12 @@ class Worker:
             if len(result.requests) >= MAX_LINKS_PER_PAGE:
                 if "too_many_links" not in result.notes:  # the server would refuse the batch
                     result.notes.append("too_many_links")
+                    logger.warning(
+                        "%s yields over %d requests: keeping the first %d, and not running "
+                        "its callback further", parent.url, MAX_LINKS_PER_PAGE,
+                        MAX_LINKS_PER_PAGE,
+                    )  # fmt: skip
+                result.full = True
                 return
             value.depth = depth
             if self._depth_priority:

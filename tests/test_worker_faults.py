@@ -474,6 +474,42 @@ def test_a_blocking_callback_does_not_make_a_live_worker_look_dead(
 # -- links past the per-page cap ---------------------------------------------------
 
 
+def test_a_page_past_the_link_cap_stops_its_callback_at_the_cap(tmp_path: Path) -> None:
+    """A page of 250,000 links: the callback is not run past the 100,000th request (it
+    used to make all of them, then drop the rest), and the crawl goes on."""
+    counted = tmp_path / "yielded.txt"
+    source = f"""
+    from pathlib import Path
+
+    from spiderfarm import Request, Spider
+
+
+    class Dense(Spider):
+        name = "dense"
+
+        def start_requests(self):
+            yield Request("BASEp/hub", callback=self.parse_hub)
+
+        def parse_hub(self, response):
+            n = 0
+            try:
+                for request in response.follow_all(css="a"):
+                    n += 1
+                    yield request
+                yield {{"done": True}}
+            finally:
+                Path({str(counted)!r}).write_text(str(n))
+    """
+    links = {"hub": [str(n) for n in range(250_000)]}
+    run = crawl(tmp_path, source, links, "-s", "max_pages=1")
+    assert run.returncode == 0, run.stderr
+    assert counted.read_text() == "100001"  # the first request past the cap ended it
+    assert run.stdout.startswith("crawl max_pages: 1 pages, 0 items, 1 errors in ")
+    assert "  errors/too_many_links: 1" in run.stdout
+    assert "keeping the first 100000, and not running its callback further" in run.stderr
+
+
+
 class _Bare(Spider):
     name = "bare"
 
