@@ -927,11 +927,32 @@ def test_status_fields() -> None:
                 "failures": 0,
             },
         },
+        "worker_detail": {
+            "w1": {"alive": True, "leases": 1, "last_seen_s": 5.0, "loop_lag_s": 0.0},
+            "w2": {"alive": True, "leases": 0, "last_seen_s": 5.0, "loop_lag_s": 0.0},
+        },
     }
     assert b0[2][W_URL] == "http://b.test/0"
     # A snapshot: changing it does not change the frontier.
     status["stats"]["pages"] = 99
     assert frontier.stats["pages"] == 1
+
+
+def test_a_heartbeat_keeps_a_busy_worker_alive_and_reports_its_lag() -> None:
+    frontier, _, clock = make({"worker_timeout_s": 10})
+    frontier.push([entry("http://a.test/0")])
+    lease(frontier, "w1", want=1)
+    clock.advance(8)
+    frontier.heartbeat("w1", 7.5)  # its loop is stuck in a callback; its thread is not
+    clock.advance(8)
+    assert frontier.tick() == "running"
+    assert frontier.status()["in_flight"] == 1  # not reclaimed: the worker is alive
+    assert frontier.status(detail=True)["worker_detail"]["w1"]["loop_lag_s"] == 7.5
+    frontier.heartbeat("nobody", 0.0)  # an unknown worker is not made up
+    assert "nobody" not in frontier.status(detail=True)["worker_detail"]
+    clock.advance(11)
+    frontier.tick()
+    assert frontier.status()["in_flight"] == 0  # silent past worker_timeout_s: reclaimed
 
 
 # -- threads ----------------------------------------------------------------------------
