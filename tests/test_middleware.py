@@ -497,7 +497,8 @@ def test_a_bad_import_path_stops_the_worker_with_a_clear_message(tmp_path: Path)
          "-s", "downloader_middlewares=nosuchmodule.Missing"],
         timeout_s=60,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2  # a configuration error, as for a bad pipeline
+    assert "error: 1 worker(s) stopped before crawling" in result.stderr
     assert (
         "error: worker: cannot load component 'nosuchmodule.Missing': No module named "
         "'nosuchmodule'; give a full import path (package.module.Class) importable on every "
