@@ -106,7 +106,7 @@ class Site:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(self.app, access_log=None)
+        runner = self._runner = web.AppRunner(self.app, access_log=None)
         self._loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
@@ -114,6 +114,8 @@ class Site:
         self.url = f"http://127.0.0.1:{port}/"
         self._ready.set()
         self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
 
     def __enter__(self) -> Site:
         self._thread.start()
@@ -122,6 +124,7 @@ class Site:
 
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def free_port() -> int:
@@ -173,8 +176,10 @@ class Farm:
                 f"127.0.0.1:{self.port}", "--give-up-s", "60"]  # fmt: skip
         out = self._out()
         self.worker_procs.append(
-            subprocess.Popen(argv, cwd=REPO_ROOT, env=self._env(), stdout=out, stderr=out,
-                             stdin=subprocess.DEVNULL)  # fmt: skip
+            subprocess.Popen(
+                argv, cwd=REPO_ROOT, env=self._env(), stdout=out, stderr=out,
+                stdin=subprocess.DEVNULL,
+            )
         )
         os.close(out)
 
@@ -297,8 +302,9 @@ def report(farm: Farm, pages: int, faults: Counter[str], seed: int) -> int:
     missing = sorted(set(range(pages)) - set(seen))
     twice = sorted(p for p, n in seen.items() if n > 1)
     bad = [item for item in items if "bad" in item]
-    print(f"chaos seed {seed}: {pages} pages, faults survived: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(faults.items())) + f"; server runs {farm.server_runs}")  # fmt: skip
+    survived = ", ".join(f"{k} {v}" for k, v in sorted(faults.items()))
+    print(f"chaos seed {seed}: {pages} pages, faults survived: {survived}; "
+          f"server runs {farm.server_runs}")  # fmt: skip
     print(f"feed: {len(items)} items, {len(seen)} distinct pages, {len(missing)} missing, "
           f"{len(twice)} written twice, {len(bad)} bad items")  # fmt: skip
     if missing or twice or bad or len(items) != pages:
