@@ -41,7 +41,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from spiderfarm.frontier import Frontier, Outcome, PushEntry  # noqa: E402
+from spiderfarm.frontier import Frontier  # noqa: E402
+from spiderfarm.protocol import Outcome, PushEntry  # noqa: E402
 from spiderfarm.settings import Settings  # noqa: E402
 
 TARGETS = {

@@ -26,13 +26,11 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, cast
 
 from .errors import ConnectError
-from .frontier import Lease, Outcome
+from .protocol import SERVICE, Lease, Outcome
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FrontierClient"]
-
-SERVICE = "frontier"
 
 
 class FrontierClient:

@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .errors import FetchError
 from .http import Request, Response, response_for
+from .protocol import RETRYABLE_REASONS
 from .settings import Settings
 from .urls import safe_url
 
@@ -34,18 +35,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RETRYABLE_REASONS", "Fetcher", "retry_after_s"]
 
-#: Network failures worth another attempt (HTTP statuses are decided by settings).
-RETRYABLE_REASONS = frozenset(
-    {
-        "timeout",
-        "refused",
-        "connect_error",
-        "dns_error",
-        "disconnected",
-        "truncated",
-        "network_error",
-    }
-)
 
 _PIECE: Final = 64 * 1024  # most bytes one decompression step may produce
 #: Empty gzip members cost CPU and produce nothing; real pages have one member.

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .http import W_CALLBACK, W_DEPTH, W_DONT_FILTER, W_PRIORITY, W_URL, WireRequest
 from .politeness import (
     CONNECTION_FAILURES,
     ROBOTS_CALLBACK,
@@ -36,6 +35,19 @@ from .politeness import (
     origin_of,
     robots_wire,
 )
+from .protocol import (
+    W_CALLBACK,
+    W_DEPTH,
+    W_DONT_FILTER,
+    W_PRIORITY,
+    W_URL,
+    Lease,
+    Outcome,
+    PushEntry,
+    WireRequest,
+    read_notes,
+    split_errback_notes,
+)
 from .settings import Settings
 from .urls import host_allowed, host_of
 
@@ -43,10 +55,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Frontier", "Lease", "Outcome", "PushEntry"]
 
-PushEntry = tuple[int, str, WireRequest]
-# lease_id, kind, reason, new requests, items (JSON lines), info (status, latency_s, retry_after_s)
-Outcome = tuple[int, str, str, list[PushEntry], list[str], tuple[int, float, float]]
-Lease = tuple[int, int, WireRequest]  # lease_id, attempt, wire
 _T = TypeVar("_T")  # what the server's feeds report as their offsets
 
 RUNNING, CLOSING, FINISHED = "running", "closing", "finished"
@@ -467,7 +475,7 @@ class Frontier:
         host.in_flight -= 1
         notes = ""
         if kind in ("fail", "retry"):  # an errback's notes ride after the reason
-            reason, _, notes = reason.partition("|")
+            reason, notes = split_errback_notes(reason)
         self._note_response(host, kind, reason, info, now)
         stats = self.stats
         if kind == "release":
@@ -541,10 +549,8 @@ class Frontier:
     def _count_notes(self, notes: str) -> None:
         """Counters a worker noted for one page: ``callback_error,items/dropped*20``."""
         stats = self.stats
-        for note in notes.split(","):
-            name, _, times = note.partition("*")
-            count = int(times) if times.isdigit() else 1
-            stats[name if "/" in name else f"errors/{name}"] += min(count, 1_000_000)
+        for name, count in read_notes(notes):
+            stats[name] += count
 
     def _bad_kind(self, worker: str, kind: str, wire: WireRequest) -> None:
         self.stats["acks/bad_kind"] += 1

@@ -6,17 +6,8 @@ them, as ``scrapy.http`` does, so ``from spiderfarm.http import Request, Respons
 
 from __future__ import annotations
 
-from .request import (
-    W_CALLBACK,
-    W_DEPTH,
-    W_DONT_FILTER,
-    W_PRIORITY,
-    W_URL,
-    InvalidRequest,
-    Request,
-    WireRequest,
-    current_spider,
-)
+from .protocol import W_CALLBACK, W_DEPTH, W_DONT_FILTER, W_PRIORITY, W_URL, WireRequest
+from .request import InvalidRequest, Request, current_spider
 from .response import (
     HtmlResponse,
     JsonResponse,

@@ -15,8 +15,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .frontier import PushEntry
-from .http import W_URL
+from .protocol import W_URL, PushEntry
 from .urls import authority_of, host_of, ip_key_from_addrinfo, ip_key_of, lookup_address
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpiderfarmError
-from .http import W_DONT_FILTER
+from .protocol import W_DONT_FILTER
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from protego import Protego
 
-from .http import WireRequest
+from .protocol import CONNECTION_FAILURES, WireRequest
 
 __all__ = [
     "CONNECTION_FAILURES",
@@ -35,9 +35,6 @@ __all__ = [
 
 ROBOTS_CALLBACK = "__robots__"
 #: Failures that say the host itself is unwell (not its pages): these back a host off.
-CONNECTION_FAILURES = frozenset(
-    {"timeout", "refused", "connect_error", "dns_error", "disconnected", "network_error"}
-)
 ROBOTS_MAX_BYTES = 500 * 1024
 _BACKOFF_AFTER_FAILURES = 3
 

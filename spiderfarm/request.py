@@ -9,36 +9,16 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from .errors import SpiderfarmError
+from .protocol import WireRequest
 from .urls import safe_url
 
 if TYPE_CHECKING:
     from .spider import Spider
 
 __all__ = ["InvalidRequest", "Request", "WireRequest", "current_spider"]
-
-# url, callback, method, headers, body, meta, priority, dont_filter, cb_kwargs, depth, errback
-WireRequest = tuple[
-    str,
-    str | None,
-    str,
-    dict[str, str] | None,
-    bytes | None,
-    dict[str, Any] | None,
-    int,
-    bool,
-    dict[str, Any] | None,
-    int,
-    str | None,
-]
-# Final ints let the type checker see which field of the tuple each index reads.
-W_URL: Final = 0
-W_CALLBACK: Final = 1
-W_PRIORITY: Final = 6
-W_DONT_FILTER: Final = 7
-W_DEPTH: Final = 9
 
 #: The spider whose callbacks are running; lets ``Request`` check a callback name at once.
 current_spider: contextvars.ContextVar[Spider | None] = contextvars.ContextVar(

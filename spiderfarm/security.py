@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SettingsError
+from .protocol import KINDS
 from .urls import MAX_URL_LENGTH
 
 __all__ = [
@@ -161,7 +162,6 @@ def write_new_authkey(directory: str | None = None) -> tuple[bytes, Path]:
 
 
 # -- what workers may send ----------------------------------------------------------------
-_KINDS = frozenset({"ok", "skip", "close", "fail", "retry", "release", "robots"})
 
 
 def _fail(what: str) -> None:
@@ -192,7 +192,7 @@ def check_exchange(
         if not isinstance(outcome, tuple) or len(outcome) != 6:
             _fail("an outcome must be a 6-tuple")
         lease_id, kind, reason, requests, items, info = outcome
-        if type(lease_id) is not int or kind not in _KINDS:
+        if type(lease_id) is not int or kind not in KINDS:
             _fail("bad lease id or outcome kind")
         if not isinstance(reason, str) or len(reason) > 200:
             _fail("reason must be a short string")

@@ -18,10 +18,11 @@ from typing import Any, cast
 
 from .errors import SpiderfarmError
 from .feeds import FeedSpec, as_feed_specs, open_feeds
-from .frontier import FINISHED, Frontier, Lease, Outcome
+from .frontier import FINISHED, Frontier
 from .ipkeys import BlockingIpKeys
 from .journal import Journal
 from .manager import ManagerServer
+from .protocol import EXPOSED, SERVICE, Lease, Outcome
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
 from .settings import Settings
 from .spider import load_spider
@@ -32,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FarmServer", "ServerConfig"]
 
-SERVICE = "frontier"
-EXPOSED = ("hello", "exchange", "heartbeat", "status", "bye")
 
 
 @dataclass(slots=True)

@@ -26,7 +26,8 @@ from .items import encode_item, is_item
 from .urls import Fingerprinter
 
 if TYPE_CHECKING:
-    from .frontier import Frontier, PushEntry
+    from .frontier import Frontier
+    from .protocol import PushEntry
     from .spider import Spider
 
 logger = logging.getLogger(__name__)

@@ -33,14 +33,26 @@ from .errors import (
     IgnoreRequest,
     SpiderfarmError,
 )
-from .fetch import RETRYABLE_REASONS, Fetcher, retry_after_s
-from .frontier import CLOSING, FINISHED, Lease, Outcome, PushEntry
+from .fetch import Fetcher, retry_after_s
+from .frontier import CLOSING, FINISHED
 from .heartbeat import STALL_S, Heartbeat, LoopWatch
-from .http import W_URL, Request, Response, WireRequest, current_spider
+from .http import Request, Response, current_spider
 from .ipkeys import IpKeys
 from .items import encode_item
 from .middleware import Middlewares, Pipelines, load_components
 from .politeness import ROBOTS_CALLBACK, ROBOTS_MAX_BYTES
+from .protocol import (
+    NO_INFO,
+    RETRYABLE_REASONS,
+    W_URL,
+    Kind,
+    Lease,
+    Outcome,
+    PushEntry,
+    WireRequest,
+    join_notes,
+    with_errback_notes,
+)
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE
 from .settings import Settings
 from .spider import Spider, load_spider
@@ -56,21 +68,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Worker"]
 
-_NO_INFO = (0, 0.0, 0.0)
 # A CloseSpider reason is user text; the server refuses a reason over 200 characters.
 _MAX_CLOSE_REASON = 100
-
-
-def join_notes(notes: list[str]) -> str:
-    """Notes as the frontier reads them: each name once, in order of first appearance,
-    with a count when repeated (``items/dropped*20,callback_error``), so that a page's
-    notes stay far below the server's cap on a reason's length."""
-    if len(notes) < 2:
-        return notes[0] if notes else ""
-    counts = dict.fromkeys(notes, 0)
-    for note in notes:
-        counts[note] += 1
-    return ",".join(note if n == 1 else f"{note}*{n}" for note, n in counts.items())
 
 
 def _single(output: Any) -> bool:
@@ -237,7 +236,7 @@ class Worker:
         while not self._buffer.empty():
             lease = self._buffer.get_nowait()
             if lease is not None:
-                self._outcomes.append((lease[0], "release", "", [], [], _NO_INFO))
+                self._outcomes.append((lease[0], "release", "", [], [], NO_INFO))
 
     async def _pump(self) -> None:
         idle_poll = 0.02
@@ -357,7 +356,7 @@ class Worker:
                 outcome = await self._process(lease)
             except Exception:  # a bug of ours: never lose the lease silently
                 logger.exception("internal error processing %s", lease[2][0])
-                outcome = (lease[0], "fail", "internal_error", [], [], _NO_INFO)
+                outcome = (lease[0], "fail", "internal_error", [], [], NO_INFO)
             finally:
                 self._in_flight -= 1
             self._outcomes.append(outcome)
@@ -391,10 +390,10 @@ class Worker:
             if mw is not None and isinstance(response, Response):
                 response = await mw.response(request, response)
         except IgnoreRequest:
-            return (lease_id, "skip", "filtered/ignored", [], [], _NO_INFO)
+            return (lease_id, "skip", "filtered/ignored", [], [], NO_INFO)
         except Exception:
             logger.exception("downloader middleware failed on %s", request.url)
-            return (lease_id, "fail", "middleware_error", [], [], _NO_INFO)
+            return (lease_id, "fail", "middleware_error", [], [], NO_INFO)
         latency = time.monotonic() - started
         if isinstance(response, Request):  # a middleware asked for another request instead
             result = _CallbackResult()
@@ -402,7 +401,7 @@ class Worker:
             if self._ip_keys is not None and result.requests:
                 await self._ip_keys.fill(result.requests)
             notes = join_notes(["requests/rescheduled", *result.notes])
-            return (lease_id, "skip", notes, result.requests, [], _NO_INFO)
+            return (lease_id, "skip", notes, result.requests, [], NO_INFO)
         self.pages += 1
         status = response.status
         if not 200 <= status < 300 and status not in self._handle_status:
@@ -415,7 +414,7 @@ class Worker:
         result = await self._run_callback(
             request, response, request.callback or "parse", request.cb_kwargs
         )
-        kind = "close" if result.close_reason else "ok"
+        kind: Kind = "close" if result.close_reason else "ok"
         reason = result.close_reason or join_notes(result.notes)
         return (lease_id, kind, reason, result.requests, result.items, (status, latency, 0.0))
 
@@ -453,7 +452,7 @@ class Worker:
         retry: bool,
         info: tuple[int, float, float],
     ) -> Outcome:
-        kind = "retry" if retry else "fail"
+        kind: Kind = "retry" if retry else "fail"
         if request.errback and (not retry or attempt >= self.settings.max_retries):
             # The errback sees the final failure only (Scrapy's ``errback(failure)``, with
             # ``failure.request``); its output is acked with it. The kind stays "retry" so
@@ -461,8 +460,7 @@ class Worker:
             exc.request = request  # type: ignore[attr-defined]
             result = await self._run_callback(request, exc, request.errback, None)
             # The errback's own counters (callback_error, bad_item ...) ride after the reason.
-            notes = join_notes(result.notes)
-            reason = f"{exc.reason}|{notes}" if notes else exc.reason
+            reason = with_errback_notes(exc.reason, result.notes)
             return (lease_id, kind, reason, result.requests, result.items, info)
         return (lease_id, kind, exc.reason, [], [], info)
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from spiderfarm import frontier as frontier_module
-from spiderfarm.frontier import Frontier, Lease, Outcome, PushEntry
+from spiderfarm.frontier import Frontier
 from spiderfarm.http import W_URL, Request
+from spiderfarm.protocol import Lease, Outcome, PushEntry
 from spiderfarm.settings import Settings
 from spiderfarm.urls import Fingerprinter, host_of
 

@@ -23,9 +23,10 @@ import pytest
 from aiohttp import web
 
 from spiderfarm import ipkeys
-from spiderfarm.frontier import Frontier, Lease, Outcome, PushEntry
+from spiderfarm.frontier import Frontier
 from spiderfarm.http import W_CALLBACK, W_URL, HtmlResponse, Request
 from spiderfarm.politeness import ROBOTS_CALLBACK, Origin, Throttle, origin_of
+from spiderfarm.protocol import Lease, Outcome, PushEntry
 from spiderfarm.server import FarmServer, ServerConfig
 from spiderfarm.settings import Settings
 from spiderfarm.urls import Fingerprinter, domain_of, host_of

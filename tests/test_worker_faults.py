@@ -20,9 +20,10 @@ from aiohttp import web
 
 from spiderfarm import Request, Spider
 from spiderfarm import worker as worker_module
+from spiderfarm.protocol import join_notes
 from spiderfarm.settings import Settings
 from spiderfarm.urls import host_of
-from spiderfarm.worker import Worker, _CallbackResult, join_notes
+from spiderfarm.worker import Worker, _CallbackResult
 from tests.farm import read_items, run_cli
 from tests.sites import ThreadedSites
 
