@@ -35,9 +35,7 @@ if str(ROOT) not in sys.path:
 from spiderfarm.demosite import Catalogue  # noqa: E402
 from spiderfarm.http import Request, Response, response_for  # noqa: E402
 from spiderfarm.items import encode_item  # noqa: E402
-from spiderfarm.settings import Settings  # noqa: E402
-from spiderfarm.spider import load_spider  # noqa: E402
-from spiderfarm.worker import Worker, _CallbackResult  # noqa: E402
+from spiderfarm.worker import Crawl, Links, PageResult, PageRunner  # noqa: E402
 
 BASE = "http://127.0.0.1:8001"
 HEADERS = {"Content-Type": "text/html; charset=utf-8"}
@@ -65,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     indices = list(range(0, args.site_pages, step))[: args.pages]
     pages = [(BASE + catalogue.path(i), catalogue.render(i)) for i in indices]
     n = len(pages)
-    spider_cls = load_spider("catalogue", ROOT / "spiders")
     requests = [Request(url, callback="parse") for url, _ in pages]
 
     def responses() -> list[Response]:
@@ -160,39 +157,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     followed = [list(r.follow_all(css="a.related", callback="parse")) for r in rs]
 
-    class _Welcome:
-        """Stands in for the server: the worker sets itself up from ``hello`` as usual."""
-
-        async def hello(self, info: dict[str, Any]) -> dict[str, Any]:
-            return {
-                "worker_id": "bench",
-                "spider": spider_cls.name,
-                "spider_file": None,
-                "spider_args": {"start_url": BASE + "/"},
-                "settings": Settings.merge(spider_cls.custom_settings).to_dict(),
-            }
-
-    worker = Worker(client=_Welcome(), spiders_dir=ROOT / "spiders")  # type: ignore[arg-type]
-    asyncio.run(worker._join())
+    crawl = Crawl.offline(
+        "catalogue", spiders_dir=ROOT / "spiders", spider_args={"start_url": BASE + "/"}
+    )
 
     def collect_links() -> None:
         # The package's own per-link path: exact-URL repeat drop, fingerprint, local
-        # dedup, politeness key, to_wire (Worker._collect, as _run_callback calls it).
-        worker._sent.clear()
-        worker._sent_urls.clear()
+        # dedup, politeness key, to_wire (Links.add, as the page runner calls it).
+        links = Links(crawl.settings, crawl.spider.name)
         for r, reqs in zip(rs, followed, strict=True):
-            result = _CallbackResult()
+            result = PageResult()
             for req in reqs:
-                worker._collect(req, r.request, result)
+                links.add(req, r.request, result)
 
-    measure("links to wire: Worker._collect (dedup, fingerprint, to_wire)", collect_links)
+    measure("links to wire: Links.add (dedup, fingerprint, to_wire)", collect_links)
 
     async def run_callbacks() -> list[Any]:
-        worker._sent.clear()
-        worker._sent_urls.clear()
+        fresh = PageRunner(crawl.spider, crawl.settings, None, Links(crawl.settings))
         outcomes = []
         for r in responses():
-            res = await worker._run_callback(r.request, r, "parse")
+            res = await fresh.run_callback(r.request, r, "parse")
             notes = ",".join(res.notes)
             if "error" in notes or "bad_item" in notes:
                 raise SystemExit(f"callback failed on {r.url}: {notes} (see the log above)")
@@ -202,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     def sf_all() -> None:
         asyncio.run(run_callbacks())
 
-    measure("TOTAL Worker._run_callback (parse + collect)", sf_all)
+    measure("TOTAL PageRunner.run_callback (parse + collect)", sf_all)
     sf_total = results[-1][1]
     outcomes = asyncio.run(run_callbacks())
     links = sum(len(o[3]) for o in outcomes)

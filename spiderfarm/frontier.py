@@ -36,6 +36,9 @@ from .politeness import (
     robots_wire,
 )
 from .protocol import (
+    CLOSING,
+    FINISHED,
+    RUNNING,
     W_CALLBACK,
     W_DEPTH,
     W_DONT_FILTER,
@@ -57,7 +60,6 @@ __all__ = ["Frontier", "Lease", "Outcome", "PushEntry"]
 
 _T = TypeVar("_T")  # what the server's feeds report as their offsets
 
-RUNNING, CLOSING, FINISHED = "running", "closing", "finished"
 #: How far back a throttled (not fixed-delay) host may bank unused request starts.
 BURST_S = 0.25
 

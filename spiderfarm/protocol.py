@@ -26,12 +26,15 @@ from collections.abc import Iterator
 from typing import Any, Final, Literal
 
 __all__ = [
+    "CLOSING",
     "CONNECTION_FAILURES",
     "EXPOSED",
+    "FINISHED",
     "KINDS",
     "NO_INFO",
     "REASONS",
     "RETRYABLE_REASONS",
+    "RUNNING",
     "SERVICE",
     "W_CALLBACK",
     "W_DEPTH",
@@ -44,6 +47,7 @@ __all__ = [
     "Outcome",
     "PushEntry",
     "Reason",
+    "State",
     "WireRequest",
     "join_notes",
     "read_notes",
@@ -86,6 +90,12 @@ Lease = tuple[int, int, WireRequest]  # lease_id, attempt, wire
 Info = tuple[int, float, float]  # status, latency_s, retry_after_s
 Outcome = tuple[int, Kind, str, list[PushEntry], list[str], Info]
 NO_INFO: Final[Info] = (0, 0.0, 0.0)
+
+#: The crawl's state, as every exchange answers it.
+State = Literal["running", "closing", "finished"]
+RUNNING: Final = "running"
+CLOSING: Final = "closing"
+FINISHED: Final = "finished"
 
 SERVICE: Final = "frontier"
 EXPOSED: Final = ("hello", "exchange", "heartbeat", "status", "bye")

@@ -18,11 +18,11 @@ from typing import Any, cast
 
 from .errors import SpiderfarmError
 from .feeds import FeedSpec, as_feed_specs, open_feeds
-from .frontier import FINISHED, Frontier
+from .frontier import Frontier
 from .ipkeys import BlockingIpKeys
 from .journal import Journal
 from .manager import ManagerServer
-from .protocol import EXPOSED, SERVICE, Lease, Outcome
+from .protocol import EXPOSED, FINISHED, SERVICE, Lease, Outcome
 from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
 from .settings import Settings
 from .spider import load_spider

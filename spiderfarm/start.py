@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpiderfarmError
-from .frontier import RUNNING
 from .http import InvalidRequest, Request, current_spider
 from .items import encode_item, is_item
+from .protocol import RUNNING
 from .urls import Fingerprinter
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from spiderfarm.protocol import Lease, Outcome, PushEntry
 from spiderfarm.server import FarmServer, ServerConfig
 from spiderfarm.settings import Settings
 from spiderfarm.urls import Fingerprinter, domain_of, host_of
-from spiderfarm.worker import Worker
+from spiderfarm.worker import Crawl, PageRunner
 from tests.farm import read_items, run_cli
 from tests.sites import HITS, ROBOTS, SPANS, Hit, ThreadedSites, make_test_app
 
@@ -827,38 +827,24 @@ class FakeResolver:
         return ANSWERS[host]
 
 
-class _Welcome:
-    def __init__(self, spider_file: Path, key: str) -> None:
-        self._welcome = {
-            "worker_id": "w1",
-            "spider": "links",
-            "spider_file": str(spider_file),
-            "spider_args": {},
-            "settings": {"politeness_key": key},
-        }
-
-    async def hello(self, info: dict[str, Any]) -> dict[str, Any]:
-        return self._welcome
-
-
 async def links_worker(
     tmp_path: Path, key: str, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Worker, FakeResolver]:
+) -> tuple[PageRunner, FakeResolver]:
     spider_file = tmp_path / "links.py"
     spider_file.write_text(textwrap.dedent(LINKS_SPIDER))
-    worker = Worker(_Welcome(spider_file, key))  # type: ignore[arg-type]
-    await worker._join()
+    crawl = Crawl.offline(str(spider_file), settings={"politeness_key": key})
+    worker = PageRunner(crawl.spider, crawl.settings, None, crawl.links)
     resolver = FakeResolver()
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver.getaddrinfo)
     return worker, resolver
 
 
-async def page_keys(worker: Worker, url: str, *links: str) -> list[tuple[str, str]]:
+async def page_keys(worker: PageRunner, url: str, *links: str) -> list[tuple[str, str]]:
     """(link, politeness key) of every request the spider yields from a page of links."""
     body = "".join(f'<a href="{link}">x</a>' for link in links).encode()
     request = Request(url)
     response = HtmlResponse(url, 200, {"Content-Type": "text/html"}, body, request)
-    result = await worker._run_callback(request, response, "parse")
+    result = await worker.run_callback(request, response, "parse")
     return [(wire[W_URL], key) for _, key, wire in result.requests]
 
 

@@ -11,19 +11,17 @@ import asyncio
 import json
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from spiderfarm import Request, Spider
-from spiderfarm import worker as worker_module
+from spiderfarm import Request
 from spiderfarm.protocol import join_notes
 from spiderfarm.settings import Settings
-from spiderfarm.urls import host_of
-from spiderfarm.worker import Worker, _CallbackResult
+from spiderfarm.worker import Links, PageResult
+from spiderfarm.worker import links as links_module
 from tests.farm import read_items, run_cli
 from tests.sites import ThreadedSites
 
@@ -511,38 +509,27 @@ def test_a_page_past_the_link_cap_stops_its_callback_at_the_cap(tmp_path: Path) 
 
 
 
-class _Bare(Spider):
-    name = "bare"
-
-
 @pytest.fixture
-def bare_worker() -> Iterator[Worker]:
-    """A worker that is not connected, set up enough to run ``_collect``."""
-    worker = Worker(client=None)  # type: ignore[arg-type]
-    worker.spider = _Bare()
-    worker.settings = Settings.merge({}, {})
-    worker._pipelines = None
-    worker._resolve_keys = False
-    worker._depth_priority = 0
-    worker._key_of = host_of
-    yield worker
+def links() -> Links:
+    """A worker's link collection, as a worker builds it from the crawl's settings."""
+    return Links(Settings.merge({}, {}), "bare")
 
 
 def test_links_past_the_cap_are_not_recorded_as_sent(
-    bare_worker: Worker, monkeypatch: pytest.MonkeyPatch
+    links: Links, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "MAX_LINKS_PER_PAGE", 3)
+    monkeypatch.setattr(links_module, "MAX_LINKS_PER_PAGE", 3)
     parent = Request("http://example.com/")
-    first = _CallbackResult()
+    first = PageResult()
     for n in range(5):
-        bare_worker._collect(Request(f"http://example.com/p/{n}"), parent, first)
+        links.add(Request(f"http://example.com/p/{n}"), parent, first)
     assert [wire[0] for _, _, wire in first.requests] == [
         f"http://example.com/p/{n}" for n in range(3)
     ]
     assert first.notes == ["too_many_links"]
-    second = _CallbackResult()  # another page links to the two that were cut
+    second = PageResult()  # another page links to the two that were cut
     for n in (3, 4, 0):
-        bare_worker._collect(Request(f"http://example.com/p/{n}"), parent, second)
+        links.add(Request(f"http://example.com/p/{n}"), parent, second)
     assert [wire[0] for _, _, wire in second.requests] == [
         "http://example.com/p/3",
         "http://example.com/p/4",
