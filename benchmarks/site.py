@@ -107,7 +107,14 @@ class ServedSite:
     ``server`` is ``"auto"`` (nginx when installed), ``"nginx"`` or ``"python"``.
     """
 
-    def __init__(self, catalogue: Catalogue = DEFAULT_CATALOGUE, server: str = "auto") -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue = DEFAULT_CATALOGUE,
+        server: str = "auto",
+        directory: Path | None = None,
+    ) -> None:
+        """``directory``: serve that tree of static files instead of the catalogue."""
+        self.directory = directory
         if server not in ("auto", "nginx", "python"):
             raise ValueError(f"server must be auto, nginx or python, got {server!r}")
         self.catalogue = catalogue
@@ -167,7 +174,10 @@ class ServedSite:
     def _start_nginx(self, binary: str) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="spiderfarm-bench-site-")
         root = Path(self._tmp.name)
-        self.catalogue.write_static(root / "site")
+        if self.directory is not None:
+            (root / "site").symlink_to(self.directory.resolve(), target_is_directory=True)
+        else:
+            self.catalogue.write_static(root / "site")
         (root / "tmp").mkdir()
         conf = root / "nginx.conf"
         last_error = ""
@@ -211,6 +221,14 @@ class ServedSite:
     # -- aiohttp demo site ---------------------------------------------------------
     def _start_python(self) -> None:
         c = self.catalogue
+        if self.directory is not None:  # the corpus server the tests use
+            argv = [sys.executable, "-m", "tests.corpus_site", str(self.directory), "--port", "0"]
+            root = Path(__file__).resolve().parent.parent
+            self.proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE)  # fmt: skip
+            assert self.proc.stdout is not None
+            self.url = self.proc.stdout.readline().decode().split()[1]
+            return
         argv = [
             sys.executable, "-m", "spiderfarm.demosite", "--port", "0",
             "--pages", str(c.pages), "--links-per-page", str(c.links_per_page),
