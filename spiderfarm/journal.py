@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpiderfarmError
-from .protocol import W_DONT_FILTER
+from .protocol import W_DONT_FILTER, W_URL
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,30 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     rid INTEGER PRIMARY KEY, url TEXT NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_ADD = "INSERT INTO requests (rid, fp, host, wire) VALUES (?, ?, ?, ?)"
+_ATTEMPT = "UPDATE requests SET attempt = ? WHERE rid = ?"
+_DONE = "UPDATE requests SET done = 1 WHERE rid = ?"
+_DEAD = "INSERT OR REPLACE INTO dead_letters (rid, url, reason, attempts) VALUES (?, ?, ?, ?)"
+_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+
+#: A commit that fails with one of these (disk full, an I/O error, a locked database) is
+#: not any op's fault: nothing is written, and the same ops are committed again later.
+#: Any other failure (OverflowError, a RecursionError while pickling, an IntegrityError,
+#: ...) is some op's own: that op is skipped and the others are written.
+_TRANSIENT = (sqlite3.OperationalError, MemoryError)
+_MAX_SKIP_LOGS = 20
+_WHAT = {
+    "add": "the new request",
+    "done": "the end of",
+    "attempt": "the retry count of",
+    "dead": "the dead letter",
+}
+_SKIPPED = {
+    "add": "a resumed crawl will not have it",
+    "done": "a resumed crawl fetches it again",
+    "attempt": "a resumed crawl counts its attempts from the last one written",
+    "dead": "a resumed crawl fetches it again",
+}
 
 
 @dataclass(slots=True)
@@ -101,7 +125,26 @@ class Journal:
         for rid, host, wire, attempt in rows:
             yield rid, host, pickle.loads(wire), attempt
 
-    def commit(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> None:
+    def commit(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> int:
+        """Write ``ops`` and ``meta`` in one transaction; returns how many ops were skipped.
+
+        An op that cannot be written (a fingerprint too large for SQLite's INTEGER, a
+        request that does not pickle, ...) is logged with its request's URL and skipped,
+        and the others are written: one bad op must not fail every later commit.
+
+        Raises:
+            sqlite3.OperationalError: the disk is full, say; nothing was written, so
+                commit the same ops (and any made since) again later.
+        """
+        try:
+            self._commit_all(ops, meta)
+            return 0
+        except _TRANSIENT:
+            raise
+        except Exception:  # some op's own fault: find it and write the others
+            return self._commit_each(ops, meta)
+
+    def _commit_all(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> None:
         adds, dones, attempts, dead = [], [], [], []
         for op in ops:
             kind = op[0]
@@ -119,18 +162,84 @@ class Journal:
         db = self._db
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT INTO requests (rid, fp, host, wire) VALUES (?, ?, ?, ?)", adds)
-            db.executemany("UPDATE requests SET attempt = ? WHERE rid = ?", attempts)
-            db.executemany("UPDATE requests SET done = 1 WHERE rid = ?", dones)
-            db.executemany(
-                "INSERT OR REPLACE INTO dead_letters (rid, url, reason, attempts) "
-                "VALUES (?, ?, ?, ?)",
-                dead,
-            )
-            db.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items())
-            )
+            db.executemany(_ADD, adds)
+            db.executemany(_ATTEMPT, attempts)
+            db.executemany(_DONE, dones)
+            db.executemany(_DEAD, dead)
+            db.executemany(_META, list(meta.items()))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
+
+    def _commit_each(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> int:
+        """The slow way, after a failed commit: each op in a savepoint of its own."""
+        db = self._db
+        skipped = 0
+        db.execute("BEGIN")
+        try:
+            for op in ops:
+                db.execute("SAVEPOINT op")
+                try:
+                    self._write(op)
+                except _TRANSIENT:
+                    raise
+                except Exception as exc:
+                    db.execute("ROLLBACK TO op")
+                    skipped += 1
+                    if skipped <= _MAX_SKIP_LOGS:
+                        logger.error(
+                            "job journal: cannot write %s (%s: %s); skipped it, so %s",
+                            self._describe(op), type(exc).__name__, exc, _SKIPPED.get(op[0], "?"),
+                        )  # fmt: skip
+                db.execute("RELEASE op")
+            db.executemany(_META, list(meta.items()))
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        if skipped > _MAX_SKIP_LOGS:
+            logger.error("job journal: skipped %d changes in all in one commit", skipped)
+        return skipped
+
+    def _write(self, op: tuple[Any, ...]) -> None:
+        db = self._db
+        kind = op[0]
+        if kind == "add":
+            _, rid, fp, host, wire = op
+            blob = pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
+            db.execute(_ADD, (rid, 0 if wire[W_DONT_FILTER] else fp, host, blob))
+        elif kind == "done":
+            db.execute(_DONE, (op[1],))
+        elif kind == "attempt":
+            db.execute(_ATTEMPT, (op[2], op[1]))
+        else:  # dead
+            db.execute(_DONE, (op[1],))
+            db.execute(_DEAD, op[1:])
+
+    def _describe(self, op: tuple[Any, ...]) -> str:
+        """The op, named by its request's URL (escaped: it may be what cannot be written)."""
+        kind, rid = op[0], op[1]
+        url: Any = None
+        try:
+            if kind == "add":
+                url = op[4][W_URL]
+            elif kind == "dead":
+                url = op[2]
+            else:
+                row = self._db.execute("SELECT wire FROM requests WHERE rid = ?", (rid,))
+                found = row.fetchone()
+                url = pickle.loads(found[0])[W_URL] if found else None
+        except Exception:
+            url = None
+        what = _WHAT.get(kind, kind)
+        if not isinstance(url, str):
+            return f"{what} request {rid!r:.30}"
+        return f"{what} {url if url.isascii() else ascii(url)}"
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite may have rolled back already (it does on some disk-full and I/O errors): a
+    # second ROLLBACK would fail and hide the error that says what happened.
+    if db.in_transaction:
+        db.execute("ROLLBACK")

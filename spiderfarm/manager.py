@@ -1,9 +1,10 @@
 """The manager's wire end: accept, authenticate, and serve worker connections.
 
 Built on CPython's ``multiprocessing.managers.Server`` with its rough edges filed off:
-the HMAC handshake has a timeout and runs off the accept loop, unauthenticated peers are
-capped in number, logged (rate-limited) and dropped before anything is unpickled, and
-only ``create`` and ``accept_connection`` are reachable (no remote ``shutdown``).
+the HMAC handshake runs off the accept loop against one deadline for the whole exchange,
+unauthenticated peers are capped in number, dropped before anything is unpickled, and
+counted in a rate-limited log line, and only ``create`` and ``accept_connection`` are
+reachable (no remote ``shutdown``).
 """
 
 from __future__ import annotations
@@ -14,33 +15,137 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from multiprocessing.managers import Server
-from typing import Any
+from typing import Any, Literal, cast
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ManagerServer"]
+__all__ = [
+    "DROP_REPORT_EVERY_S",
+    "HANDSHAKE_TIMEOUT_S",
+    "MAX_CONNECTIONS",
+    "MAX_HANDSHAKES",
+    "ManagerServer",
+]
+
+#: One deadline for the whole handshake (challenge, answer, welcome), counted from accept.
+HANDSHAKE_TIMEOUT_S = 5.0
+#: Handshakes in progress at once; a connection past this is closed unanswered.
+MAX_HANDSHAKES = 256
+#: Connections open at once, authenticated or not; a connection past this is closed.
+MAX_CONNECTIONS = 1024
+#: Dropped connections are logged in one line, with counts by reason, at most this often.
+DROP_REPORT_EVERY_S = 5.0
+
+DropReason = Literal[
+    "handshake_timeout", "bad_authkey", "hung_up", "handshake_cap", "connection_cap"
+]
 
 
-def _set_recv_timeout(conn: Connection, seconds: float) -> str:
-    """Give the connection's socket a kernel receive timeout (0: none); returns the peer."""
-    sock = socket.socket(fileno=os.dup(conn.fileno()))
-    try:
-        whole = int(seconds)
-        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-        # Replies are written as header + payload: see FrontierClient._open on NODELAY.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            host, port = sock.getpeername()[:2]
-            return f"{host}:{port}"
-        except OSError:
-            return "?"
-    finally:
-        sock.close()
+class _HandshakeChannel:
+    """The two calls ``deliver_challenge`` and ``answer_challenge`` make on a Connection
+    (``send_bytes``, ``recv_bytes``), on the same socket, against one deadline.
+
+    A kernel timeout per read (SO_RCVTIMEO) bounds each read, not the handshake: a peer
+    dribbling one byte every few seconds would hold its handshake slot for minutes.
+    The framing is multiprocessing.connection's: a 4-byte signed big-endian length.
+    """
+
+    __slots__ = ("_deadline", "_sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def _time_left(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the handshake passed its deadline")
+        self._sock.settimeout(left)
+
+    def send_bytes(self, data: bytes) -> None:
+        self._time_left()
+        self._sock.sendall(struct.pack("!i", len(data)) + data)
+
+    def recv_bytes(self, maxlength: int) -> bytes:
+        (size,) = struct.unpack("!i", self._recv_exactly(4))
+        if not 0 <= size <= maxlength:  # -1 (a 64-bit length follows) never fits either
+            raise AuthenticationError(f"handshake message of {size} bytes, over {maxlength}")
+        return self._recv_exactly(size)
+
+    def _recv_exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            self._time_left()
+            chunk = self._sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError("the peer closed the connection during the handshake")
+            data += chunk
+        return data
+
+
+class _DropReport:
+    """Counts connections dropped before they authenticated, by reason, and logs them in
+    one line at most every ``every_s``: the first at once, later ones pooled."""
+
+    def __init__(self, every_s: float, labels: dict[DropReason, str]) -> None:
+        self.every_s = every_s
+        self.total = 0
+        self._labels = labels
+        self._counts: Counter[DropReason] = Counter()
+        self._last_peer = ""
+        self._last_report = -float("inf")
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def note(self, reason: DropReason, peer: str) -> None:
+        with self._lock:
+            self._counts[reason] += 1
+            self.total += 1
+            self._last_peer = peer
+            if self._timer is not None:  # a report is due already: it takes this one too
+                return
+            wait_s = self._last_report + self.every_s - time.monotonic()
+            if wait_s > 0:  # too soon after the last report: pool it for the next
+                self._timer = threading.Timer(wait_s, self._report)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+        self._report()
+
+    def _report(self) -> None:
+        """Log the counts not logged yet, if any."""
+        with self._lock:
+            self._timer = None
+            if not self._counts:
+                return
+            counts, self._counts = self._counts, Counter()
+            self._last_report = time.monotonic()
+            total, peer = self.total, self._last_peer
+        dropped = sum(counts.values())
+        logger.warning(
+            "dropped %d connection%s before authentication: %s; %d in all, the last from %s",
+            dropped, "" if dropped == 1 else "s",
+            ", ".join(f"{n} {self._labels[reason]}" for reason, n in counts.most_common()),
+            total, peer,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Stop the pending report, if any, and log what it would have."""
+        with self._lock:
+            timer = self._timer
+        if timer is not None:
+            timer.cancel()
+        self._report()
+
+
+def _peer_name(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address) or "?"
 
 
 class ManagerServer(Server):
@@ -56,9 +161,10 @@ class ManagerServer(Server):
         address: tuple[str, int],
         authkey: bytes,
         *,
-        handshake_timeout_s: float = 5.0,
-        max_pending: int = 256,
-        max_connections: int = 1024,
+        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        max_pending: int = MAX_HANDSHAKES,
+        max_connections: int = MAX_CONNECTIONS,
+        report_every_s: float = DROP_REPORT_EVERY_S,
     ) -> None:
         super().__init__(registry, address, authkey, "pickle")
         # Server listens with a backlog of 16: a farm's workers (re)connecting at once
@@ -68,9 +174,16 @@ class ManagerServer(Server):
         self.handshake_timeout_s = handshake_timeout_s
         self._pending = threading.BoundedSemaphore(max_pending)
         self._open = threading.BoundedSemaphore(max_connections)
-        self._auth_failures = 0
-        self._last_auth_log = 0.0
-        self._log_lock = threading.Lock()
+        self.drops = _DropReport(
+            report_every_s,
+            {
+                "handshake_timeout": f"handshake timeout (not done in {handshake_timeout_s:g} s)",
+                "bad_authkey": "bad authkey (a worker with another key, or not a worker)",
+                "hung_up": "hung up (closed during the handshake)",
+                "handshake_cap": f"over the handshake cap ({max_pending} at once)",
+                "connection_cap": f"over the connection cap ({max_connections} open)",
+            },
+        )
 
     def start(self) -> None:
         threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()
@@ -78,6 +191,7 @@ class ManagerServer(Server):
     def stop(self) -> None:
         self.stop_event.set()
         self.listener.close()
+        self.drops.close()
 
     def _accept_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -88,47 +202,62 @@ class ManagerServer(Server):
                     return
                 time.sleep(0.01)  # e.g. out of file descriptors: do not spin
                 continue
+            deadline = time.monotonic() + self.handshake_timeout_s
+            peer = _peer_name(self.listener.last_accepted)
             if not self._open.acquire(blocking=False):
                 conn.close()  # over the connection cap: the peer retries later
+                self.drops.note("connection_cap", peer)
                 continue
             if not self._pending.acquire(blocking=False):
                 self._open.release()
                 conn.close()  # too many handshakes at once: likely a flood
+                self.drops.note("handshake_cap", peer)
                 continue
-            threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
+            threading.Thread(
+                target=self.handle_request, args=(conn, peer, deadline), daemon=True
+            ).start()
 
-    def _authenticate(self, conn: Connection) -> bool:
+    def _authenticate(self, conn: Connection, peer: str, deadline: float) -> bool:
         try:
-            peer = _set_recv_timeout(conn, self.handshake_timeout_s)
-            try:
-                deliver_challenge(conn, self.authkey)
-                answer_challenge(conn, self.authkey)
-            except (AuthenticationError, OSError, EOFError) as exc:
-                self._log_auth_failure(peer, exc)
-                return False
-            _set_recv_timeout(conn, 0)  # authenticated: a worker may stay idle for long
-            return True
+            reason = self._handshake(conn, deadline)
         finally:
             self._pending.release()
+        if reason is None:
+            return True
+        self.drops.note(reason, peer)
+        return False
 
-    def _log_auth_failure(self, peer: str, exc: BaseException) -> None:
-        with self._log_lock:
-            self._auth_failures += 1
-            now = time.monotonic()
-            if now - self._last_auth_log < 5.0:
-                return
-            self._last_auth_log = now
-            total = self._auth_failures
-        what = "timed out" if isinstance(exc, OSError | EOFError) else "failed"
-        logger.warning(
-            "authentication %s for peer %s (%d failed so far): wrong authkey or not a "
-            "spiderfarm worker", what, peer, total,
-        )  # fmt: skip
-
-    def handle_request(self, conn: Connection) -> None:
-        """Authenticate, then serve the one manager call a connection opens with."""
+    def _handshake(self, conn: Connection, deadline: float) -> DropReason | None:
+        """The HMAC handshake both ways, all of it before ``deadline``; None if it passed,
+        else why the peer is dropped."""
+        # A second socket object on the connection's file: Python's socket timeouts work
+        # on it, and once it is made blocking again the Connection carries on as before.
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
         try:
-            if not self._authenticate(conn):
+            # Replies are written as header + payload: see FrontierClient._open on NODELAY.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            channel = cast(Connection, _HandshakeChannel(sock, deadline))
+            deliver_challenge(channel, self.authkey)
+            answer_challenge(channel, self.authkey)
+            return None
+        except TimeoutError:
+            return "handshake_timeout"
+        except (AuthenticationError, AssertionError):  # answer_challenge asserts its input
+            return "bad_authkey"
+        except (OSError, EOFError):
+            return "hung_up"
+        finally:
+            sock.setblocking(True)  # the file's flags are shared with the Connection's
+            sock.close()
+
+    def handle_request(
+        self, conn: Connection, peer: str = "?", deadline: float | None = None
+    ) -> None:
+        """Authenticate, then serve the one manager call a connection opens with."""
+        if deadline is None:
+            deadline = time.monotonic() + self.handshake_timeout_s
+        try:
+            if not self._authenticate(conn, peer, deadline):
                 return
             request = conn.recv()  # authenticated: pickle from here on is trusted
             _, funcname, args, kwds = request

@@ -1,8 +1,9 @@
 """The server's crawl state through failures: journal writes that fail, resumes, a close asked
-for by a signal handler."""
+for by a signal handler, ops that cannot be written."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import textwrap
 import threading
@@ -124,3 +125,103 @@ def test_a_close_asked_for_by_a_signal_handler_takes_no_lock(
     server.wait(tick_s=0.01)
     assert (server.frontier.state, server.frontier.close_reason) == ("finished", "shutdown")
     assert server.frontier.status()["queued"] == 5  # kept for a resume
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """A dict ``levels`` dicts deep: past about 1,000, pickle raises RecursionError."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_a_bad_op_is_skipped_and_the_others_are_committed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without this, one op SQLite or pickle cannot take fails every later commit (and the
+    # server's last one, so it exits 1 with no summary).
+    caplog.set_level(logging.ERROR, logger="spiderfarm.journal")
+    journal = Journal(tmp_path / "job")
+    fpr = Fingerprinter()
+
+    def add(rid: int, fp: int | None = None, meta: dict[str, Any] | None = None) -> tuple[Any, ...]:
+        url = f"http://a.test/{rid}"
+        fp = fpr.fingerprint(url) if fp is None else fp
+        return ("add", rid, fp, "a.test", Request(url, meta=meta).to_wire())
+
+    ops = [
+        add(1), add(2, fp=2**64), add(3, meta=nested(5000)), add(4), add(5), add(6),
+        ("done", 1),
+        ("dead", 4, "http://a.test/4", "http_500", 3),
+        ("dead", 5, "http://a.test/5", "bad \udc80 reason", 3),  # not UTF-8: SQLite refuses it
+        ("attempt", 6, 2),
+    ]  # fmt: skip
+    assert journal.commit(ops, {"spider": "five"}) == 3
+    assert [(rid, attempt) for rid, _, _, attempt in journal.queued()] == [(5, 0), (6, 2)]
+    assert sorted(journal.fingerprints()) == sorted(
+        fpr.fingerprint(f"http://a.test/{n}") for n in (1, 4, 5, 6)
+    )
+    state = journal.load()
+    assert state is not None
+    assert (state.meta["spider"], state.dead_letters) == (
+        "five",
+        [("http://a.test/4", "http_500", 3)],
+    )
+    errors = [r.getMessage() for r in caplog.records]
+    assert errors == [
+        "job journal: cannot write the new request http://a.test/2 (OverflowError: Python int "
+        "too large to convert to SQLite INTEGER); skipped it, so a resumed crawl will not have it",
+        "job journal: cannot write the new request http://a.test/3 (RecursionError: maximum "
+        "recursion depth exceeded while pickling an object); skipped it, so a resumed crawl "
+        "will not have it",
+        "job journal: cannot write the dead letter http://a.test/5 (UnicodeEncodeError: 'utf-8' "
+        "codec can't encode character '\\udc80' in position 4: surrogates not allowed); "
+        "skipped it, so a resumed crawl fetches it again",
+    ]
+    # The bad ops are gone: the next commit is an ordinary one.
+    assert journal.commit([("done", 6)], {"spider": "five"}) == 0
+    assert [rid for rid, _, _, _ in journal.queued()] == [5]
+    journal.close()
+
+
+def test_a_disk_full_commit_writes_nothing_and_the_same_ops_commit_later(tmp_path: Path) -> None:
+    # A transient failure is no op's fault: nothing is skipped, the whole commit fails, and
+    # the server hands the same ops to the next one
+    # (test_a_failed_journal_write_is_written_by_the_next_one).
+    journal = Journal(tmp_path / "job")
+    db = journal._db
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk full", for real
+    wire = Request("http://a.test/big", body=b"x" * 100_000).to_wire()
+    ops = [
+        ("add", 1, 7, "a.test", wire),
+        ("add", 2, 8, "a.test", Request("http://a.test/").to_wire()),
+    ]
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        journal.commit(ops, {"spider": "five"})
+    assert (list(journal.queued()), journal.load()) == ([], None)
+    db.execute("PRAGMA max_page_count = 1073741823")  # room again
+    assert journal.commit(ops, {"spider": "five"}) == 0
+    assert [rid for rid, _, _, _ in journal.queued()] == [1, 2]
+    journal.close()
+
+
+def test_a_request_the_journal_cannot_hold_does_not_stop_later_commits(
+    tmp_path: Path, spider: Path, servers: list[FarmServer]
+) -> None:
+    # As if a bad fingerprint got past check_exchange: this run crawls on, every commit
+    # after it is written, and a resumed run has everything but that one request.
+    server = FarmServer(config(tmp_path, spider))
+    servers.append(server)
+    assert server.seed() == 5
+    wire = Request("http://a.test/bad").to_wire()
+    assert server.frontier.push([(2**64, "a.test", wire)]) == 1
+    server._commit()
+    crawl_one_page(server, 1)
+    server._commit()
+    server.feed.flush()
+    resumed = FarmServer(config(tmp_path, spider))
+    servers.append(resumed)
+    status = resumed.frontier.status()
+    assert (status["queued"], status["seen"], status["stats"]["pages"]) == (4, 5, 1)
+    assert (tmp_path / "out.jsonl").read_text() == item(1) + "\n"

@@ -16,13 +16,26 @@ import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from spiderfarm.client import FrontierClient
 from spiderfarm.errors import SettingsError
 from spiderfarm.http import Request
-from spiderfarm.security import decode_key, require_strong_key
+from spiderfarm.security import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_BATCH,
+    MAX_ITEM_BYTES,
+    MAX_LINKS_PER_PAGE,
+    MAX_NESTING,
+    MAX_REQUEST_VALUES,
+    check_exchange,
+    decode_key,
+    require_strong_key,
+)
+from spiderfarm.urls import Fingerprinter, host_of
 from tests.farm import KEY_HEX, ServerProcess, start_worker, wait_all, write_key
 from tests.sites import subprocess_environ
 
@@ -237,7 +250,8 @@ def test_manager_internals_are_closed_to_workers(tmp_path: Path, site: str) -> N
             Client((host, int(port)), authkey=b"not the key")
         assert server.proc.poll() is None
         deadline = time.monotonic() + 10
-        while "authentication failed for peer 127.0.0.1:" not in server.err_path.read_text():
+        logged = "before authentication: 1 bad authkey (a worker with another key, or not a worker)"
+        while logged not in server.err_path.read_text():
             assert time.monotonic() < deadline, "the failed peer was not logged"
             time.sleep(0.05)
     finally:
@@ -286,5 +300,184 @@ async def test_oversized_and_malformed_acks_are_refused_and_the_server_serves_on
         assert await asyncio.to_thread(server.wait, 30) == 0
         assert len(out.read_text().splitlines()) == 6
         assert "refused malformed exchange" in server.err_path.read_text()
+    finally:
+        server.stop()
+
+
+# -- what an authenticated worker may send -------------------------------------------------
+def _exchange(requests: list[Any], reason: str = "") -> tuple[Any, ...]:
+    return ("w1-test-1", [(7, "ok", reason, requests, [], (200, 0.1, 0.0))], 0)
+
+
+def _check(*args: Any) -> None:
+    check_exchange(
+        *args, max_batch=MAX_BATCH, max_item_bytes=MAX_ITEM_BYTES, max_links=MAX_LINKS_PER_PAGE
+    )
+
+
+def _entry(fp: int = 1, **fields: Any) -> tuple[int, str, Any]:
+    wire = list(Request("http://a.test/", meta={"page": 1}).to_wire())
+    for name, value in fields.items():
+        wire[_WIRE_FIELDS.index(name)] = value
+    return (fp, "a.test", tuple(wire))
+
+
+_WIRE_FIELDS = (
+    "url", "callback", "method", "headers", "body", "meta", "priority", "dont_filter",
+    "cb_kwargs", "depth", "errback",
+)  # fmt: skip
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_fingerprints_priorities_and_depths_are_checked_against_sqlites_integer() -> None:
+    fpr = Fingerprinter()
+    made = [fpr.fingerprint(f"http://a.test/{n}") for n in range(2000)]
+    assert min(made) < 0 < max(made)  # signed: the range the journal stores as it is
+    for fp in (INT64_MIN, INT64_MAX, 0, *made):
+        _check(*_exchange([_entry(fp)]))
+    for fp in (INT64_MIN - 1, INT64_MAX + 1, 2**64):
+        with pytest.raises(ValueError, match=f"its fingerprint {fp} is not a signed 64-bit int"):
+            _check(*_exchange([_entry(fp)]))
+    _check(*_exchange([_entry(priority=INT64_MIN), _entry(priority=INT64_MAX)]))
+    with pytest.raises(ValueError, match=r"http://a\.test/: its priority 9223372036854775808 is"):
+        _check(*_exchange([_entry(priority=INT64_MAX + 1)]))
+    _check(*_exchange([_entry(depth=0), _entry(depth=INT64_MAX)]))
+    for depth in (-1, INT64_MAX + 1, 1.0, True):
+        with pytest.raises(ValueError, match=r"its depth .* is not an int in 0\.\.2\*\*63-1"):
+            _check(*_exchange([_entry(depth=depth)]))
+    with pytest.raises(ValueError, match="bad lease id"):
+        _check("w1", [(2**64, "ok", "", [], [], (200, 0.1, 0.0))], 0)
+
+
+def test_headers_meta_and_cb_kwargs_are_capped_in_depth_values_and_size() -> None:
+    everything = Request(
+        "http://a.test/", method="POST", body=b"q=1", headers={"Referer": "http://a.test/"},
+        meta={"item": {"tags": ["a", ("b", 2.5)], "seen": {1, 2}}, "page": None},
+        cb_kwargs={"n": 1}, callback="parse", errback="failed",
+    )  # fmt: skip
+    _check(*_exchange([(1, "a.test", everything.to_wire())]))
+    _check(*_exchange([_entry(meta=_nested(MAX_NESTING))]))
+    deep = "nest over 100 deep"
+    for fields in (
+        {"meta": _nested(MAX_NESTING + 1)},
+        {"meta": _nested(100_000)},
+        {"cb_kwargs": {"x": [[[_nested(MAX_NESTING)]]]}},
+        {"headers": {"X": _nested(MAX_NESTING)}},
+        {"meta": {_tuple_nested(MAX_NESTING + 1): 1}},  # nesting in a key
+    ):
+        with pytest.raises(ValueError, match=deep):
+            _check(*_exchange([_entry(**fields)]))
+    _check(*_exchange([_entry(meta={"a": list(range(MAX_REQUEST_VALUES - 3))})]))
+    with pytest.raises(ValueError, match="over 10000 values in headers, meta, cb_kwargs"):
+        _check(*_exchange([_entry(meta={"a": list(range(MAX_REQUEST_VALUES - 2))})]))
+    with pytest.raises(ValueError, match="over 4194304 bytes in body, headers, meta"):
+        _check(*_exchange([_entry(meta={"a": "x" * 3 * 2**20}, body=b"x" * 2**20 + b"x")]))
+    for fields, message in [
+        ({"meta": ["not", "a", "dict"]}, "headers, meta and cb_kwargs must be dicts or None"),
+        ({"body": "text"}, "the body must be bytes"),
+        ({"callback": 3}, "method, callback and errback must be strings"),
+        ({"url": "http://a.test/\udc80"}, "a request URL must be an ASCII string"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _check(*_exchange([_entry(**fields)]))
+    with pytest.raises(ValueError, match="reason must be a short string"):
+        _check(*_exchange([], reason="bad \udc80"))
+    _check(*_exchange([], reason="CloseSpider: fertig ✓"))  # not ASCII, but UTF-8: fine
+
+
+def _tuple_nested(levels: int) -> tuple[Any, ...]:
+    value: tuple[Any, ...] = ()
+    for _ in range(levels - 1):
+        value = (value,)
+    return value
+
+
+def _deep_meta_call(ident: str, me: str, lease_id: int, url: str, levels: int) -> bytes:
+    """A pickled ``exchange`` call whose new request's meta is ``levels`` dicts deep, built
+    opcode by opcode: pickle.dumps itself gives up after about 1,000 levels (unpickling
+    does not: it is iterative)."""
+    placeholder = "META-PLACEHOLDER"
+    wire = (*Request(url).to_wire()[:5], placeholder, *Request(url).to_wire()[6:])
+    outcome = (lease_id, "ok", "", [(12345, host_of(url), wire)], [], (200, 0.01, 0.0))
+    data = pickle.dumps((ident, "exchange", (me, [outcome], 0), {}), protocol=2)
+    text = b"X" + struct.pack("<I", len(placeholder)) + placeholder.encode()  # BINUNICODE
+    # EMPTY_DICT, then key 'a', for every level; then one SETITEM per level, inside out.
+    deep = (b"}" + b"X" + struct.pack("<I", 1) + b"a") * (levels - 1) + b"}" + b"s" * (levels - 1)
+    assert data.count(text) == 1
+    return data.replace(text, deep)
+
+
+def test_a_poisoned_ack_is_refused_and_the_journaled_crawl_finishes(
+    tmp_path: Path, site: str
+) -> None:
+    # Both once went through: a fingerprint of 2**64 then failed every journal commit (the
+    # server exited 1 with no summary), and a meta 100,000 deep failed every commit and
+    # every lease of it with a RecursionError (the crawl never finished).
+    key = write_key(tmp_path)
+    out = tmp_path / "out.jsonl"
+    args = [
+        "links", "-a", f"start_url={site}links/0?max=5", "-s", "obey_robots=false",
+        "-o", str(out), "--job-dir", str(tmp_path / "job"),
+    ]  # fmt: skip
+    server = ServerProcess(args, key, tmp_path)
+    try:
+        host, port = server.address.split(":")
+        address, authkey = (host, int(port)), bytes.fromhex(KEY_HEX)
+        with Client(address, authkey=authkey) as conn:
+            conn.send((None, "create", ("frontier",), {}))
+            kind, (ident, _) = conn.recv()
+        with Client(address, authkey=authkey) as conn:
+            conn.send((None, "accept_connection", ("worker",), {}))
+            assert conn.recv() == ("#RETURN", None)
+
+            def call(method: str, *args: Any) -> tuple[str, Any]:
+                conn.send((ident, method, args, {}))
+                return cast(tuple[str, Any], conn.recv())
+
+            _, welcome = call("hello", {"host": "raw", "pid": 1})
+            me = welcome["worker_id"]
+            _, ([(lease_id, _, _)], _, _) = call("exchange", me, [], 1)
+            link = Request(f"{site}links/99?max=5").to_wire()
+            bad_fp = (lease_id, "ok", "", [(2**64, host_of(link[0]), link)], [], (200, 0.1, 0.0))
+            kind, error = call("exchange", me, [bad_fp], 0)
+            assert (kind, type(error)) == ("#ERROR", ValueError)
+            assert str(error) == (
+                f"refused malformed exchange from worker: request {link[0]}: its fingerprint "
+                "18446744073709551616 is not a signed 64-bit int"
+            )
+            conn.send_bytes(_deep_meta_call(ident, me, lease_id, link[0], 100_000))
+            kind, error = conn.recv()
+            assert (kind, type(error)) == ("#ERROR", ValueError)
+            assert str(error).endswith(
+                f"request {link[0]}: headers, meta or cb_kwargs nest over 100 deep"
+            )
+            # The lease is untouched by the refused calls: hand it back, then crawl for real.
+            assert (
+                call("exchange", me, [(lease_id, "release", "", [], [], (0, 0.0, 0.0))], 0)[0]
+                == "#RETURN"
+            )
+            call("bye", me)
+        worker = start_worker(server.address, key)
+        assert wait_all([worker], 60) == [0]
+        assert server.wait(30) == 0
+        output = server.out_path.read_text()
+        assert "crawl finished: 6 pages, 6 items, 0 errors" in output
+        assert len(out.read_text().splitlines()) == 6
+        errors = server.err_path.read_text()
+        assert errors.count("refused malformed exchange from worker") == 2
+        assert "cannot write the job journal" not in errors
+        assert "RecursionError" not in errors and "OverflowError" not in errors
+        # The job dir is whole: a rerun finds nothing left to do, and adds nothing.
+        rerun = ServerProcess(args, key, tmp_path)
+        assert rerun.wait(30) == 0
+        assert "resuming from " in rerun.output() and ": 0 requests queued" in rerun.output()
+        assert rerun.out_path.read_text().count("crawl finished: 6 pages, 6 items") == 2
+        assert len(out.read_text().splitlines()) == 6
     finally:
         server.stop()
