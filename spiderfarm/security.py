@@ -35,6 +35,7 @@ __all__ = [
     "MAX_REQUEST_VALUES",
     "MIN_KEY_BYTES",
     "check_exchange",
+    "check_request_fields",
     "decode_key",
     "is_loopback",
     "load_authkey",
@@ -303,6 +304,17 @@ def _check_request(fp: Any, host: Any, wire: tuple[Any, ...]) -> None:
 
 _SEQUENCES = (list, tuple, set, frozenset)
 _SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def check_request_fields(wire: tuple[Any, ...]) -> None:
+    """The server's caps on one request's headers, meta and cb_kwargs (nesting, values,
+    size), for a worker to apply where the request is made.
+
+    Raises:
+        ValueError: naming the request's URL and the cap it passes.
+    """
+    body = wire[4]
+    _check_values(wire[0], (wire[3], wire[5], wire[8]), len(body) if body else 0)
 
 
 def _check_values(url: str, fields: tuple[Any, Any, Any], size: int) -> None:

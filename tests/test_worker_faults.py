@@ -515,6 +515,19 @@ def links() -> Links:
     return Links(Settings.merge({}, {}), "bare")
 
 
+def test_a_request_whose_meta_the_server_would_refuse_is_dropped_where_made(
+    links: Links,
+) -> None:
+    deep: dict[str, object] = {}
+    for _ in range(150):
+        deep = {"d": deep}
+    parent, result = Request("http://example.com/"), PageResult()
+    links.add(Request("http://example.com/deep", meta=deep), parent, result)
+    links.add(Request("http://example.com/flat", meta={"a": 1}), parent, result)
+    assert [wire[0] for _, _, wire in result.requests] == ["http://example.com/flat"]
+    assert result.notes == ["requests/bad_fields"]
+
+
 def test_links_past_the_cap_are_not_recorded_as_sent(
     links: Links, monkeypatch: pytest.MonkeyPatch
 ) -> None:

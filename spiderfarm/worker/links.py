@@ -15,7 +15,7 @@ from multiprocessing.reduction import ForkingPickler
 from ..ipkeys import IpKeys
 from ..protocol import W_URL, Outcome, WireRequest
 from ..request import Request
-from ..security import MAX_LINKS_PER_PAGE
+from ..security import MAX_LINKS_PER_PAGE, check_request_fields
 from ..settings import Settings
 from ..urls import Fingerprinter, domain_of, host_of, ip_key_nowait
 from .result import PageResult
@@ -97,6 +97,12 @@ class Links:
         result.requests.append((fp, self.politeness_key(url), wire))
 
     def _pickles(self, wire: WireRequest, result: PageResult) -> bool:
+        try:
+            check_request_fields(wire)  # the server would refuse the whole exchange
+        except ValueError as exc:
+            logger.error("spider %s: dropping a request: %s", self._spider_name, exc)
+            result.notes.append("requests/bad_fields")
+            return False
         try:
             ForkingPickler.dumps(wire)
         except Exception as exc:
