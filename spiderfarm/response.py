@@ -153,6 +153,19 @@ class Response:
         attribute selector), relative to this page."""
         if isinstance(url, Selector):
             url = _url_from_selector(url)
+        elif not kwargs:
+            # The per-link idiom passes URLs the spider has already joined: one on this
+            # page's validated origin, with a path urljoin and safe_url leave as it is,
+            # needs neither again (follow_all's shortcut for root-relative links).
+            _ = self.base_url  # validates the base and sets its origin
+            origin = self._base_origin
+            if origin is not None:
+                if url.startswith(origin):
+                    path = url[len(origin) :]
+                    if path and _trusted_path(path, len(origin)):
+                        return Request._trusted(url, _callback_name(callback, "callback"))
+                elif url[:1] == "/" and _trusted_path(url, len(origin)):
+                    return Request._trusted(origin + url, _callback_name(callback, "callback"))
         return Request(self.urljoin(url), callback=callback, **kwargs)
 
     def follow_all(
@@ -205,20 +218,7 @@ class Response:
             href = _url_from_selector(link, True) if isinstance(link, Selector) else link
             if not href or not (href := href.strip()):
                 continue
-            if (
-                origin is not None
-                and href[0] == "/"
-                and href[1:2] != "/"
-                and "/." not in href
-                and href.isascii()
-                and SAFE_CHARS.issuperset(href)
-                and len(origin) + len(href) <= MAX_URL_LENGTH
-                # urljoin drops an empty query, fragment or last-segment params ("/a?",
-                # "/a#", "/a;?b"); such rare links take the slow path.
-                and href[-1] not in "?#;"
-                and "?#" not in href
-                and (";" not in href or (";?" not in href and ";#" not in href))
-            ):
+            if origin is not None and _trusted_path(href, len(origin)):
                 yield Request._trusted(origin + href, callback)
                 continue
             try:
@@ -370,6 +370,24 @@ def response_for(
     """The response of the kind that ``headers``, ``url`` and ``body`` say (see
     ``spiderfarm.responsetypes``): what the fetcher builds for every page."""
     return _CLASSES[response_kind(headers, url, body)](url, status, headers, body, request)
+
+
+def _trusted_path(href: str, origin_length: int) -> bool:
+    """Whether ``origin + href`` is already what ``urljoin`` and ``safe_url`` make of it:
+    a root-relative path of safe ASCII with no dot segments."""
+    return (
+        href[0] == "/"
+        and href[1:2] != "/"
+        and "/." not in href
+        and href.isascii()
+        and SAFE_CHARS.issuperset(href)
+        and origin_length + len(href) <= MAX_URL_LENGTH
+        # urljoin drops an empty query, fragment or last-segment params ("/a?", "/a#",
+        # "/a;?b"); such rare links take the slow path.
+        and href[-1] not in "?#;"
+        and "?#" not in href
+        and (";" not in href or (";?" not in href and ";#" not in href))
+    )
 
 
 def _origin(base: str) -> str | None:

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterator
 from html import escape
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 
@@ -663,3 +663,49 @@ def test_follow_all_fast_path_agrees_with_urljoin() -> None:
             r = Request(urljoin(base, h), callback="parse")
             slow.append((r.url, r.callback, r.method, r.meta, r.priority))
         assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        PAGE_URL,
+        "https://u:p@site.test:8443/a/b?q=1",
+        '<base href="http://cdn.example.net:8080/root/">',
+        '<base href="https://Cdn.Example.NET/r;p?q#f">',
+    ],
+)
+def test_follow_of_a_joined_url_agrees_with_the_slow_path(page: str) -> None:
+    """The per-link idiom, ``response.follow(response.urljoin(href))``: the shortcut for an
+    already joined URL on the page's origin gives exactly what urljoin + Request give, on a
+    seeded fuzz of hrefs (and of the same URLs given as root-relative paths)."""
+    rnd = random.Random(11)
+    chars = "abcXYZ019-._~:/?#[]@!$&'()*+,;=%"
+    hrefs = [
+        rnd.choice(["/", "/", "//", "/.", "./", "?", "#", ""])
+        + "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 12)))
+        for _ in range(2000)
+    ]
+    if page.startswith("<"):
+        response = make_response(page)
+    else:
+        response = HtmlResponse(page, 200, {}, b"<html></html>", Request(page))
+    base = response.base_url
+    parts = urlsplit(base)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    checked = 0
+    for href in hrefs:
+        with contextlib.suppress(ValueError):  # "//[x": the spider's own urljoin raises
+            href = response.urljoin(href)
+        for given in {href, href.removeprefix(origin)}:  # the URL, and its root-relative path
+            try:
+                slow = Request(urljoin(base, given), callback="parse")
+            except ValueError:  # InvalidRequest, or a link urljoin cannot parse
+                with pytest.raises(ValueError):
+                    response.follow(given, callback="parse")
+                continue
+            checked += 1
+            fast = response.follow(given, callback="parse")
+            assert (fast.url, fast.callback, fast.method, fast.meta, fast.priority) == (
+                slow.url, slow.callback, slow.method, slow.meta, slow.priority,
+            ), given  # fmt: skip
+    assert checked > 3000
