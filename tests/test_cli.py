@@ -255,12 +255,22 @@ def test_status_command_reports_a_running_server(tmp_path: Path, site: str) -> N
     key = write_key(tmp_path)
     server = ServerProcess(["links", "-a", f"start_url={site}"], key, tmp_path)
     try:
-        result = run_cli(["status", "--connect", server.address], env=environ_with_key())
+        result = run_cli(
+            ["status", "--connect", server.address, "--json"], env=environ_with_key()
+        )
         assert result.returncode == 0, result.stderr
         status = json.loads(result.stdout)
         assert status["state"] == "running"
         assert status["queued"] == 2  # the start URL, held until robots.txt is fetched
         assert status["in_flight"] == 0
+        table = run_cli(["status", "--connect", server.address], env=environ_with_key())
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        assert lines[0].startswith(f"crawl running at {server.address}, ")
+        assert lines[1].startswith("  pages 0 (0.0/s)   items 0   queued 2   in flight 0   seen 1")
+        host = site.split("/")[2]
+        row = next(line for line in lines if line.startswith(f"  {host}"))
+        assert row.split() == [host, "1", "0", "0", "0", "0.00s"]  # robots.txt; the page waits
     finally:
         server.stop()
 
