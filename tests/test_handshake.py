@@ -188,10 +188,10 @@ def test_dropped_peers_are_logged_with_counts_by_reason_at_most_once_an_interval
             for sock in refused:
                 started = time.monotonic()
                 assert sock.recv(4096) == b""  # no challenge: closed unanswered
-                assert time.monotonic() - started < 0.5
+                assert time.monotonic() - started < 2.0  # at once (slack for a loaded CI)
                 sock.close()
             assert silent.wait(5)
-            assert all(0.8 <= held <= 2.0 for held in silent.held.values())
+            assert all(0.8 <= held <= 3.5 for held in silent.held.values())
         time.sleep(0.2)  # the server frees the slots just after it closes them
         for _ in range(4):
             with pytest.raises(AuthenticationError):
