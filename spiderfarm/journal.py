@@ -132,5 +132,6 @@ class Journal:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a COMMIT that failed (disk full) may have rolled back
+                db.execute("ROLLBACK")
             raise
