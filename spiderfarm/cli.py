@@ -300,17 +300,20 @@ def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: boo
         for proc in workers:
             _reap(proc, 1)
         server.stop()
+        _report_problems(server)
         sys.stderr.write("interrupted: items so far are in the feed\n")
         return 130
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    server.stop()  # first: what closing the feeds finds out belongs in the summary
     status = server.frontier.status(detail=True)
-    server.stop()
     for line in summary_lines(status, feeds):
         print(line, flush=True)
     if args.dead_letters:
         _write_dead_letters(args.dead_letters, status["dead_letters"])
+    if _report_problems(server):
+        return 1
     bad = [c for c in codes if c != 0]
     if 2 in bad:  # a worker could not start: a pipeline, middleware or spider error
         print(
@@ -322,6 +325,15 @@ def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: boo
         print(f"warning: {len(bad)} worker(s) exited with errors: {bad}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report_problems(server: FarmServer) -> bool:
+    """Print why a feed or the job dir does not hold the whole crawl (a full disk, say);
+    True if anything was printed."""
+    problems = server.problems()
+    for text in problems:
+        print(f"error: {text}", file=sys.stderr, flush=True)
+    return bool(problems)
 
 
 def _write_dead_letters(path: str, dead: list[tuple[str, str, int]]) -> None:
@@ -597,14 +609,15 @@ def _serve(args: argparse.Namespace, feeds: list[FeedSpec]) -> int:
         server.linger(expected_workers=1_000_000, timeout_s=10)
     except KeyboardInterrupt:
         server.stop()
+        _report_problems(server)
         return 130
-    status = server.frontier.status(detail=True)
     server.stop()
+    status = server.frontier.status(detail=True)
     for line in summary_lines(status, feeds):
         print(line, flush=True)
     if args.dead_letters:
         _write_dead_letters(args.dead_letters, status["dead_letters"])
-    return 0
+    return 1 if _report_problems(server) else 0
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:

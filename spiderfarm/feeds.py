@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from .errors import FeedError
-from .exporters import CsvFeed, GzipOutput, JsonArrayFeed, JsonLinesFeed, Output
+from .exporters import (
+    CsvFeed,
+    FeedMark,
+    FileOutput,
+    GzipOutput,
+    JsonArrayFeed,
+    JsonLinesFeed,
+    Output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +138,22 @@ def as_feed_specs(output: str | Sequence[str | FeedSpec] | None) -> list[FeedSpe
 
 
 class FeedSink(Protocol):
+    """One feed (``exporters.FileFeed``): ``write`` puts a batch of items in the file or
+    raises OSError, ``rewind`` cuts a torn batch off after a failure."""
+
     name: str
     count: int
 
+    @property
+    def buffered(self) -> bool: ...
     def write(self, lines: list[str]) -> None: ...
     def flush(self) -> None: ...
     def position(self) -> int: ...
     def offset(self) -> int: ...
+    def mark(self) -> FeedMark: ...
+    def rewind(self, mark: FeedMark) -> None: ...
+    def undo(self) -> None: ...
+    def sync(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -194,7 +211,7 @@ def _open(spec: FeedSpec, resume_at: int | None, fields: tuple[str, ...]) -> _Op
     """Open ``spec``'s file and decide how to continue it, without changing it yet."""
     if spec.is_stdout:
         try:
-            return _Opened(spec, os.fdopen(os.dup(1), "wb", buffering=_CHUNK), created=False)
+            return _Opened(spec, os.fdopen(os.dup(1), "wb", buffering=0), created=False)
         except OSError as exc:
             raise _cannot_write(spec, exc) from None
     path = Path(spec.path)
@@ -308,12 +325,15 @@ def _plan_gzip_append(opened: _Opened) -> None:
 
 
 def _start(opened: _Opened, fields: tuple[str, ...]) -> FeedSink:
-    """Change the file as planned and make its feed."""
+    """Change the file as planned and make its feed, which writes to the file descriptor
+    itself (``fh`` buffers only the reads that planned it)."""
     spec, fh = opened.spec, opened.fh
     if opened.cut is not None:
         fh.truncate(opened.cut)
-    start = 0 if spec.is_stdout or spec.gzip else fh.seek(0, os.SEEK_END)
-    out: Output = GzipOutput(fh) if spec.gzip else fh
+    size = 0 if spec.is_stdout else fh.seek(0, os.SEEK_END)
+    raw = FileOutput(fh, size, cuttable=not spec.is_stdout)
+    out: Output = GzipOutput(raw) if spec.gzip else raw
+    start = 0 if spec.is_stdout or spec.gzip else size
     name, prefix = str(spec), opened.prefix
     if spec.format == "jsonl":
         return JsonLinesFeed(name, out, start, fields, prefix)
@@ -412,53 +432,140 @@ def open_feeds(
 
 
 class FeedSet:
-    """Every feed of a crawl: each batch of items goes to all of them.
+    """Every feed of a crawl: each batch of items goes to all of them, or to none.
 
-    After a write fails (disk full, say) the set takes no more items — each later batch
-    fails too, so its page stays queued — and ``offsets`` stays at the end of the last
-    batch every feed took: a resumed job then cuts every feed back to the same item.
+    A batch is *written* when every feed's ``write`` has returned: its bytes are then in
+    every file (nothing is buffered in this process), except that a gzip feed holds its
+    items in its compressor until the next ``flush`` (every tick). When a write or flush
+    fails (a full disk), every feed is cut back to where all of them last held whole
+    batches — the batch's start, or for a set with gzip feeds the last flush; the items
+    written since that flush, counted as written before, are then ``lost`` (without a job
+    dir, which cannot resume gzip feeds, they are gone) — and the set takes no more items:
+    each later batch fails too, so its page stays queued. ``offsets`` then stays where the
+    feeds were cut, so a resumed job cuts every feed back to the same item.
     """
 
     def __init__(self, feeds: Mapping[str, FeedSink] | None = None) -> None:
         """``feeds``: each feed by its journal key (``FeedSpec.key``)."""
         self._feeds = dict(feeds or {})
-        self._failed: OSError | None = None
-        self._frozen: dict[str, int] = {}
+        self._buffered = any(feed.buffered for feed in self._feeds.values())
+        # With gzip feeds, where every feed held whole batches at the last flush.
+        self._safe = self._marks()
+        self._pending = 0  # items a buffered set has written since its last flush
+        self.lost = 0  # items counted as written that a failure took out of the files
+        self._failure: tuple[str, OSError] | None = None
+        self._synced: dict[str, int] = {}  # the offsets last made durable
+        self._sync_failed = False
 
     @property
     def feeds(self) -> list[FeedSink]:
         return list(self._feeds.values())
 
+    @property
+    def failure(self) -> tuple[str, OSError] | None:
+        """The first feed that failed (its name) and how, or None."""
+        return self._failure
+
+    def _marks(self) -> dict[str, FeedMark]:
+        return {key: feed.mark() for key, feed in self._feeds.items()}
+
     def write(self, lines: list[str]) -> None:
+        """Write the batch to every feed.
+
+        Raises:
+            OSError: a feed failed, now or before (with that feed's name as its filename);
+                no feed keeps any of the batch.
+        """
         if not lines or not self._feeds:
             return
-        if self._failed is not None:
-            raise OSError(self._failed.errno, f"a feed failed earlier: {self._failed}")
-        marks = {key: feed.position() for key, feed in self._feeds.items()}
-        for feed in self._feeds.values():
+        if self._failure is not None:
+            name, exc = self._failure
+            raise OSError(exc.errno, f"a feed failed earlier: {exc.strerror or exc}", name)
+        for done, (key, feed) in enumerate(self._feeds.items()):
             try:
                 feed.write(lines)
             except OSError as exc:
-                self._failed, self._frozen = exc, marks
-                raise
+                raise self._fail(key, exc, self.feeds[: done + 1]) from None
+        if self._buffered:
+            self._pending += len(lines)
 
     def flush(self) -> None:
-        self._each("flush")
+        """Flush the gzip feeds (a sync flush: what they hold decompresses).
+
+        Raises:
+            OSError: a feed failed (see the class).
+        """
+        if not self._buffered or self._failure is not None:
+            return
+        for key, feed in self._feeds.items():
+            try:
+                feed.flush()
+            except OSError as exc:
+                raise self._fail(key, exc, []) from None
+        self._safe, self._pending = self._marks(), 0
+
+    def _fail(self, key: str, exc: OSError, wrote: list[FeedSink]) -> OSError:
+        """Cut every feed back to where all of them hold the same whole batches: a set
+        with gzip feeds to its last flush, else by undoing the failed batch in the feeds
+        that took it (``wrote``, the failed one last)."""
+        name = self._feeds[key].name
+        self._failure = self._failure or (name, exc)
+        for other, feed in self._feeds.items():
+            try:
+                if self._buffered:
+                    feed.rewind(self._safe[other])
+                elif feed in wrote:
+                    feed.undo()
+            except OSError as cut_exc:  # it keeps a torn batch, past its offset
+                logger.error("feed %s: cannot cut off a torn write: %s", feed.name, cut_exc)
+        self._safe = self._marks()
+        self.lost += self._pending
+        self._pending = 0
+        return OSError(exc.errno, exc.strerror or str(exc), name)
 
     def offsets(self) -> dict[str, int]:
-        """Flush every feed, and return each one's byte offset (for the job journal)."""
-        offsets = {key: feed.offset() for key, feed in self._feeds.items()}
-        return dict(self._frozen) if self._failed is not None else offsets
+        """Each feed's byte offset for the job journal: the end of the last batch written,
+        which after a failure is where the feeds were cut back to (no syscall; see
+        ``sync``). Only plain files are journaled: a gzip feed's is before compression."""
+        return {key: feed.position() for key, feed in self._feeds.items()}
 
-    def close(self) -> None:
-        self._each("close")
-
-    def _each(self, method: str) -> None:
-        first: Exception | None = None
+    def sync(self) -> bool:
+        """Make every feed durable (fdatasync) up to at least the ``offsets`` taken before;
+        False if that cannot be trusted (a sync failed, now or before): the job journal
+        must then record no later offset, nor the pages whose items lie past it."""
+        if self._sync_failed:
+            return False
+        offsets = self.offsets()
+        if offsets == self._synced:
+            return True  # nothing new since the last sync
         for feed in self._feeds.values():
             try:
-                getattr(feed, method)()
-            except Exception as exc:  # the others are still flushed or closed
-                first = first or exc
+                feed.sync()
+            except OSError as exc:
+                logger.error("feed %s: cannot make it durable (fdatasync): %s", feed.name, exc)
+                self._sync_failed = True
+                self._failure = self._failure or (feed.name, exc)
+                return False
+        self._synced = offsets
+        return True
+
+    def close(self) -> None:
+        """Flush and close every feed (each is closed whatever the others do).
+
+        Raises:
+            OSError: a feed could not be flushed or ended (see the class); the first
+                failure, with that feed's name.
+        """
+        first: OSError | None = None
+        try:
+            self.flush()
+        except OSError as exc:
+            first = exc
+        for feed in self._feeds.values():
+            try:
+                feed.close()
+            except OSError as exc:  # the others are still closed
+                self._failure = self._failure or (feed.name, exc)
+                first = first or OSError(exc.errno, exc.strerror or str(exc), feed.name)
         if first is not None:
             raise first

@@ -778,10 +778,12 @@ class Frontier:
         self, feed_offset: Callable[[], _T]
     ) -> tuple[list[tuple[Any, ...]], _T, dict[str, int], str, str]:
         """Take the changes since the last checkpoint, with the feed positions that match
-        them exactly: both are read under the lock that every ack holds."""
+        them exactly: both are read under the lock that every ack holds. The positions are
+        read first, so that a ``feed_offset`` that raises takes no changes with it."""
         with self._lock:
+            offsets = feed_offset()
             ops, self._ops = self._ops or [], []
-            return ops, feed_offset(), dict(self.stats), self.state, self.close_reason
+            return ops, offsets, dict(self.stats), self.state, self.close_reason
 
     def uncheckpoint(self, ops: list[tuple[Any, ...]]) -> None:
         """Put back the changes of a checkpoint that could not be written, ahead of any

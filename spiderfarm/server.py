@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -128,6 +129,10 @@ class FarmServer:
             self.frontier.set_next_rid(saved.next_rid)
             logger.info("resuming from %s: %d requests queued", config.job_dir, queued)
         self._committer: threading.Thread | None = None
+        self._journal_error: str | None = None  # the first failed commit's reason
+        self._committed_at = time.monotonic()  # when the job dir was last brought up to date
+        self._job_current = True  # the job dir holds the crawl's final state (see stop)
+        self._lost_counted = 0  # the feeds' lost items already taken out of the stats
         spider_file = (
             str(Path(config.spider_ref).resolve()) if config.spider_ref.endswith(".py") else None
         )
@@ -151,7 +156,8 @@ class FarmServer:
         spider's state for the workers; returns how many requests were accepted so far.
 
         Raises:
-            SpiderfarmError: the spider's start code failed in its first batch.
+            SpiderfarmError: the spider's start code failed in its first batch, or the job
+                dir cannot be written.
         """
         policy = self.settings.politeness_key
         key_of = domain_of if policy == "domain" else ip_key_nowait if policy == "ip" else host_of
@@ -167,6 +173,17 @@ class FarmServer:
             self.frontier.end_start()
         # What __init__ and the start code have set so far reaches every worker's spider.
         self.service.welcome["spider_state"] = spider_state(self.spider)
+        if self.journal is not None:
+            # Before any page is crawled the job dir holds the crawl, so that however soon
+            # its disk fills, running the command again resumes it (and does not start
+            # afresh, appending every item a second time).
+            try:
+                self._commit()
+            except (OSError, sqlite3.Error) as exc:
+                raise SpiderfarmError(
+                    f"cannot write the job dir {str(self.config.job_dir)!r}: {exc}; make "
+                    "room, or choose another --job-dir"
+                ) from None
         return accepted
 
     def listen(self) -> tuple[str, int]:
@@ -181,7 +198,11 @@ class FarmServer:
         if self._feeder is not None:
             self._feeder.start()
         if self.journal is not None:
-            self._committer = threading.Thread(target=self._commit_loop, name="journal")
+            # A daemon: should anything go wrong on the main thread, it cannot keep the
+            # process alive (the job dir stays consistent: SQLite's WAL is crash-safe).
+            self._committer = threading.Thread(
+                target=self._commit_loop, name="journal", daemon=True
+            )
             self._committer.start()
         return self.address
 
@@ -191,15 +212,31 @@ class FarmServer:
         self._close_requested = reason
 
     def wait(self, on_tick: Any = None, tick_s: float = 0.5) -> None:
-        """Block until the crawl is finished (``request_close`` ends it early)."""
+        """Block until the crawl is finished (``request_close`` ends it early). A feed
+        that cannot be written closes the crawl as ``feed_error``; nothing here raises
+        for it."""
         while self.frontier.tick() != FINISHED:
             if self._close_requested:
                 self.frontier.close(self._close_requested)
             if on_tick is not None:
                 on_tick()
             # Items reach the file within a tick, for anyone watching it grow.
-            self.frontier.flush_feed(self.feed.flush)
+            self._flush_feeds()
             time.sleep(tick_s)
+        self._flush_feeds()
+
+    def _flush_feeds(self) -> None:
+        try:
+            self.frontier.flush_feed(self.feed.flush)
+        except OSError as exc:  # a gzip feed's flush on a full disk
+            logger.error("cannot write items to the feed (%s): closing the crawl", exc)
+        if self.feed.failure is not None:  # by an ack's write, a flush, or a sync
+            self.frontier.close("feed_error")
+        lost = self.feed.lost - self._lost_counted
+        if lost:  # counted as written, then cut out of a gzip feed: not in the file
+            self._lost_counted += lost
+            self.frontier.note("items", -lost)
+            self.frontier.note("items/lost", lost)
 
     def linger(self, expected_workers: int, timeout_s: float) -> None:
         """After the end, give workers time to learn it and say goodbye."""
@@ -210,9 +247,16 @@ class FarmServer:
                 return
             time.sleep(0.05)
 
-    def _commit(self) -> None:
-        """Write the frontier's changes and the matching feed offsets to the job dir; if
-        that fails, the changes go back to the frontier for the next commit."""
+    def _commit(self) -> bool:
+        """Write the frontier's changes and the matching feed offsets to the job dir, once
+        the feeds hold the bytes before those offsets durably (fdatasync). If either cannot
+        be done, the changes go back to the frontier for the next commit. Returns whether
+        it committed: not once a feed's sync has failed (the job dir then keeps its last
+        commit, which a resume can trust).
+
+        Raises:
+            sqlite3.Error, OSError: the journal cannot be written (its disk is full, say).
+        """
         assert self.journal is not None
         ops, offsets, stats, state, reason = self.frontier.checkpoint(self.feed.offsets)
         meta = {
@@ -223,30 +267,94 @@ class FarmServer:
             "close_reason": reason,
         }
         try:
+            if not self.feed.sync():
+                self.frontier.uncheckpoint(ops)
+                return False
             self.journal.commit(ops, meta)
         except BaseException:
             self.frontier.uncheckpoint(ops)
             raise
+        self._committed_at = time.monotonic()
+        return True
+
+    def _try_commit(self) -> bool:
+        """``_commit``; a journal that cannot be written closes the crawl as
+        ``journal_error`` and is retried by the next call."""
+        try:
+            return self._commit()
+        except (OSError, sqlite3.Error) as exc:  # a full disk, an I/O error
+            if self._journal_error is None:
+                logger.error(
+                    "cannot write the job dir %s (%s): closing the crawl; every change is "
+                    "kept and written by the next commit that succeeds",
+                    self.config.job_dir,
+                    exc,
+                )
+                self._journal_error = str(exc.strerror if isinstance(exc, OSError) else exc)
+            self.frontier.close("journal_error")
+            return False
 
     def _commit_loop(self, every_s: float = 0.2) -> None:
         assert self._server is not None
         while not self._server.stop_event.wait(every_s):
             try:
-                self._commit()
-            except Exception:
+                self._try_commit()
+            except Exception:  # a bug, not the disk: say so with its traceback, and retry
                 logger.exception("cannot write the job journal; will retry")
 
     def stop(self) -> None:
+        """Stop serving, write the last changes to the job dir and close the feeds. A feed
+        or a job dir that cannot be written is logged and reported by ``problems``, never
+        raised: the summary is printed whatever the disk does."""
         if self._feeder is not None:
             self._feeder.stop()
         if self._server is not None:
             self._server.stop()
         if self._committer is not None:
             self._committer.join()
+        self._flush_feeds()  # before the last commit, which records the stats
         if self.journal is not None:
-            self._commit()  # the last changes, and the final state
-            self.journal.close()
-        self.feed.close()
+            self._job_current = self._try_commit()  # the last changes, and the final state
+            try:
+                self.journal.close()
+            except sqlite3.Error as exc:
+                logger.error("cannot close the job dir %s: %s", self.config.job_dir, exc)
+        try:
+            self.feed.close()
+        except OSError as exc:
+            logger.error("cannot close the feed (%s)", exc)
+        self._flush_feeds()  # what closing lost (it cannot, after a good flush) is counted
+
+    def problems(self) -> list[str]:
+        """After ``stop``: why the feeds or the job dir do not hold the whole crawl, one
+        message for each that failed, naming its path; the last says what to do. Empty if
+        nothing failed."""
+        job = str(self.config.job_dir)
+        failures = []
+        failure = self.feed.failure
+        if failure is not None:
+            name, exc = failure
+            where = "to standard output" if name == "standard output" else repr(name)
+            failures.append(f"cannot write the feed {where}: {exc.strerror or exc}")
+        if self._journal_error is not None:
+            failures.append(f"cannot write the job dir {job!r}: {self._journal_error}")
+        if not failures:
+            return []
+        if self.journal is None:
+            then = "the feeds hold the items counted; without --job-dir the crawl cannot resume"
+        elif self._job_current:
+            then = (
+                f"job dir {job!r} holds the rest of the crawl: make room and run the same "
+                "command again to resume"
+            )
+        else:
+            then = (
+                f"job dir {job!r} holds the crawl as of its last commit, "
+                f"{time.monotonic() - self._committed_at:.1f}s before the end: make room and "
+                "run the same command again to resume (what was crawled since is crawled "
+                "again, and the feeds are cut back to match)"
+            )
+        return [*failures[:-1], f"{failures[-1]}; {then}"]
 
 
 if __name__ == "__main__":

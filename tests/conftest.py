@@ -1,10 +1,10 @@
 """Shared fixtures: the repo paths, the in-process test site, the static quotes site, the
-real-world corpus sites and their ground truth."""
+real-world corpus sites and their ground truth, small real disks (tmpfs)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from tests.sites import (
     stop_subprocess,
     subprocess_environ,
 )
+from tests.tmpfs import Tmpfs
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,21 @@ def subprocess_env() -> dict[str, str]:
     """``os.environ`` copy in which a child imports ``spiderfarm`` and ``tests.sites``
     from this checkout and writes unbuffered output."""
     return subprocess_environ()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, int], Tmpfs]]:
+    """``tmpfs(name, size_kib)``: a real tmpfs of that size at ``tmp_path / name``, a disk
+    that fills up (skips, saying why, only where one cannot be mounted); unmounted after."""
+    made: list[Tmpfs] = []
+
+    def mount(name: str, size_kib: int) -> Tmpfs:
+        made.append(Tmpfs(tmp_path / name, size_kib))
+        return made[-1]
+
+    yield mount
+    for disk in made:
+        disk.unmount()
 
 
 @pytest.fixture

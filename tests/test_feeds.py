@@ -7,22 +7,26 @@ static quotes site (100 quotes and 50 authors: 150 items) and the demo catalogue
 
 from __future__ import annotations
 
+import base64
 import csv
+import errno
 import gzip
 import io
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
 import textwrap
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from spiderfarm import exporters
 from spiderfarm.demosite import Catalogue
 from spiderfarm.errors import FeedError, SettingsError
 from spiderfarm.feeds import FEED_FORMATS, FeedSpec, open_feed, open_feeds
@@ -32,6 +36,7 @@ from spiderfarm.settings import Settings
 from tests.farm import ServerProcess, run_cli, start_worker, wait_all, write_key
 from tests.sites import REPO_ROOT, run_subprocess_site, stop_subprocess, subprocess_environ
 from tests.test_reliability import PAGES, SLOW_SPIDER, wait_for_items
+from tests.tmpfs import Tmpfs
 
 ITEMS = [
     {"title": "A", "price": 1.5, "tags": ["x", "y"]},
@@ -589,6 +594,80 @@ def test_after_a_failed_write_no_feed_takes_more_items(tmp_path: Path) -> None:
     feeds.write([])  # a page without items has nothing to lose
     feeds.close()
     assert good.read_text() == ""  # every feed stopped at the same item
+
+
+def test_a_write_that_does_not_fit_is_cut_off_and_every_feed_ends_at_one_item(
+    tmpfs: Callable[[str, int], Tmpfs],
+) -> None:
+    # A real full disk: a write fails part-way (the file takes what fits, then ENOSPC).
+    disk = tmpfs("disk", 64)
+    names = ["a.jsonl", "b.json", "c.csv"]
+    feeds = open_feeds([FeedSpec.parse(str(disk.path / name)) for name in names])
+    batches = 0
+    with pytest.raises(OSError) as info:
+        while True:
+            feeds.write([json.dumps({"n": batches, "text": "x" * 3000})])
+            batches += 1
+    assert info.value.errno == 28 and info.value.filename in {str(disk.path / n) for n in names}
+    assert 0 < batches < 30
+    with pytest.raises(OSError, match="a feed failed earlier"):
+        feeds.write(LINES)  # its page stays queued
+    offsets = feeds.offsets()
+    feeds.close()
+    # Every file ends after the last whole batch: the torn one was cut off, in all of them.
+    lines = (disk.path / "a.jsonl").read_bytes()
+    assert offsets[str(disk.path / "a.jsonl")] == len(lines)
+    assert [item["n"] for item in jsonl(disk.path / "a.jsonl")] == list(range(batches))
+    rows = list(csv.DictReader(io.StringIO((disk.path / "c.csv").read_text())))
+    assert [int(row["n"]) for row in rows] == list(range(batches))
+    assert offsets[str(disk.path / "c.csv")] == (disk.path / "c.csv").stat().st_size
+    array = (disk.path / "b.json").read_bytes()
+    assert len(array) - offsets[str(disk.path / "b.json")] in (0, 3)  # "\n]\n", if it fit
+    whole = array if array.endswith(b"]\n") else array + b"\n]"
+    assert [item["n"] for item in json.loads(whole)] == list(range(batches))
+    assert feeds.failure is not None and feeds.lost == 0
+
+
+def test_a_gzip_feed_that_cannot_flush_is_cut_back_to_its_last_flush_and_counts_the_loss(
+    tmp_path: Path, tmpfs: Callable[[str, int], Tmpfs]
+) -> None:
+    disk = tmpfs("disk", 4)  # one page: the gzip header and a little more
+    packed, plain = disk.path / "items.jsonl.gz", tmp_path / "items.jsonl"
+    feeds = open_feeds([FeedSpec.parse(str(packed)), FeedSpec.parse(str(plain))])
+    feeds.write(LINES[:1])
+    feeds.flush()
+    noise = base64.b64encode(os.urandom(6000)).decode()  # incompressible, held till a flush
+    feeds.write([json.dumps({"noise": noise})])
+    with pytest.raises(OSError) as info:
+        feeds.flush()
+    assert (info.value.errno, info.value.filename) == (28, str(packed))
+    # The item written since the last flush is in no file: counted as written, then lost.
+    assert feeds.lost == 1
+    feeds.close()
+    assert gzip.decompress(packed.read_bytes()) == (LINES[0] + "\n").encode()  # a whole gzip
+    assert plain.read_text() == LINES[0] + "\n"  # cut back too: both end at the same item
+
+
+def test_a_feed_that_cannot_be_made_durable_takes_no_more_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feeds = open_feeds([FeedSpec.parse(str(tmp_path / "items.jsonl"))])
+    feeds.write(LINES[:1])
+    assert feeds.sync()
+    feeds.write(LINES[1:])
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(exporters, "_fdatasync", failing)
+    # The journal must not record an offset, or a page, past what may not be on disk.
+    assert not feeds.sync()
+    monkeypatch.undo()
+    assert not feeds.sync()  # nor later: what failed to sync may be lost
+    assert feeds.failure is not None and feeds.failure[0] == str(tmp_path / "items.jsonl")
+    with pytest.raises(OSError, match="a feed failed earlier"):
+        feeds.write(LINES)
+    feeds.close()
 
 
 def test_an_unwritable_path_is_named(tmp_path: Path) -> None:

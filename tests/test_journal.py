@@ -1,13 +1,22 @@
 """The server's crawl state through failures: journal writes that fail, resumes, a close asked
-for by a signal handler, ops that cannot be written."""
+for by a signal handler, ops that cannot be written, feeds that fail on the tick, a journal
+thread that must not keep the process alive."""
 
 from __future__ import annotations
 
+import base64
+import errno
+import gzip
+import json
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +26,9 @@ from spiderfarm.http import Request
 from spiderfarm.journal import Journal
 from spiderfarm.server import FarmServer, ServerConfig
 from spiderfarm.urls import Fingerprinter, host_of
+from tests.sites import subprocess_environ
 from tests.test_frontier import item, ok
+from tests.tmpfs import Tmpfs
 
 SPIDER = """
 from spiderfarm import Spider
@@ -225,3 +236,106 @@ def test_a_request_the_journal_cannot_hold_does_not_stop_later_commits(
     status = resumed.frontier.status()
     assert (status["queued"], status["seen"], status["stats"]["pages"]) == (4, 5, 1)
     assert (tmp_path / "out.jsonl").read_text() == item(1) + "\n"
+def test_a_checkpoint_whose_feed_offsets_raise_keeps_its_changes(
+    tmp_path: Path, spider: Path, servers: list[FarmServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = FarmServer(config(tmp_path, spider))
+    servers.append(server)
+    server.seed()
+    crawl_one_page(server, 1)
+
+    def failing() -> dict[str, int]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(server.feed, "offsets", failing)
+    with pytest.raises(OSError):
+        server._commit()
+    monkeypatch.undo()
+    assert server._commit()  # the page's "done" was not dropped with the failed checkpoint
+    resumed = FarmServer(config(tmp_path, spider))
+    servers.append(resumed)
+    status = resumed.frontier.status()
+    assert (status["queued"], status["stats"]["pages"]) == (4, 1)  # not fetched twice
+
+
+def test_a_journal_that_cannot_be_written_blocks_neither_stop_nor_the_summary(
+    tmp_path: Path, spider: Path, servers: list[FarmServer]
+) -> None:
+    server = FarmServer(config(tmp_path, spider))
+    servers.append(server)
+    server.seed()  # commits once: the job dir holds the crawl before any page is crawled
+    assert server.journal is not None
+
+    def disk_full(ops: list[tuple[Any, ...]], meta: dict[str, str]) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    server.journal.commit = disk_full  # type: ignore[method-assign]
+    crawl_one_page(server, 1)
+    assert not server._try_commit()  # what the committer thread does
+    assert server.frontier.close_reason == "journal_error"
+    server.stop()  # the last commit fails too: logged, not raised
+    job = str(tmp_path / "job")
+    (problem,) = server.problems()
+    assert problem.startswith(
+        f"cannot write the job dir {job!r}: database or disk is full; job dir {job!r} holds "
+        "the crawl as of its last commit, "
+    )
+    # The job dir is as it was before the page: the resume fetches it again, and cuts the
+    # feed back to match.
+    resumed = FarmServer(config(tmp_path, spider))
+    servers.append(resumed)
+    status = resumed.frontier.status()
+    assert (status["queued"], status["stats"].get("pages", 0)) == (5, 0)
+    assert (tmp_path / "out.jsonl").read_text() == ""
+
+
+def test_a_flush_that_fails_on_the_tick_closes_the_crawl_without_escaping_wait(
+    tmp_path: Path, spider: Path, servers: list[FarmServer], tmpfs: Callable[[str, int], Tmpfs]
+) -> None:
+    disk = tmpfs("disk", 4)
+    out = disk.path / "items.jsonl.gz"  # a gzip feed holds items until the tick's flush
+    server = FarmServer(
+        ServerConfig(spider_ref=str(spider), output=str(out), overrides={"obey_robots": False})
+    )
+    servers.append(server)
+    server.seed()
+    ((lease_id, _, _),) = server.frontier.exchange("w1", [], 1)[0]
+    noise = base64.b64encode(os.urandom(6000)).decode()
+    server.frontier.exchange("w1", [ok(lease_id, items=[json.dumps({"noise": noise})])], 0)
+    assert server.frontier.status()["stats"]["items"] == 1
+    server.wait(tick_s=0.01)  # the flush fails with ENOSPC: the crawl closes, wait returns
+    server.stop()
+    status = server.frontier.status()
+    assert (status["state"], status["close_reason"]) == ("finished", "feed_error")
+    # The item never reached the file: it is not counted as written.
+    assert (status["stats"]["items"], status["stats"]["items/lost"]) == (0, 1)
+    assert gzip.decompress(out.read_bytes()) == b""  # a complete, empty gzip file
+    assert server.problems() == [
+        f"cannot write the feed {str(out)!r}: No space left on device; the feeds hold the "
+        "items counted; without --job-dir the crawl cannot resume"
+    ]
+
+
+def test_the_journal_thread_cannot_keep_the_process_alive(tmp_path: Path, spider: Path) -> None:
+    # The main thread dies without stop() (a bug, say): the process must still exit.
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from spiderfarm.server import FarmServer, ServerConfig
+
+        server = FarmServer(ServerConfig(
+            spider_ref={str(spider)!r}, output={str(tmp_path / "out.jsonl")!r},
+            job_dir=Path({str(tmp_path / "job")!r}), overrides={{"obey_robots": False}},
+        ))
+        server.seed()
+        server.listen()
+        raise SystemExit(3)
+        """
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=subprocess_environ(), capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 30
