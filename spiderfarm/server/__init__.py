@@ -17,18 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from .errors import SpiderfarmError
-from .feeds import FeedSpec, as_feed_specs, open_feeds
-from .frontier import Frontier
-from .ipkeys import BlockingIpKeys
-from .journal import Journal
-from .manager import ManagerServer
-from .protocol import EXPOSED, FINISHED, SERVICE, Lease, Outcome
-from .security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
-from .settings import Settings
-from .spider import load_spider
-from .start import StartFeeder, StartStream, spider_state
-from .urls import domain_of, host_of, ip_key_nowait
+from ..errors import SpiderfarmError
+from ..feeds import FeedSpec, as_feed_specs, open_feeds
+from ..frontier import Frontier
+from ..ipkeys import BlockingIpKeys
+from ..journal import Journal
+from ..manager import ManagerServer
+from ..protocol import EXPOSED, FINISHED, SERVICE, Lease, Outcome
+from ..security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
+from ..settings import Settings
+from ..spider import load_spider
+from ..start import StartFeeder, StartStream, spider_state
+from ..urls import domain_of, host_of, ip_key_nowait
 
 logger = logging.getLogger(__name__)
 
@@ -355,9 +355,3 @@ class FarmServer:
                 "again, and the feeds are cut back to match)"
             )
         return [*failures[:-1], f"{failures[-1]}; {then}"]
-
-
-if __name__ == "__main__":
-    from .cli import server_main
-
-    raise SystemExit(server_main())
