@@ -15,7 +15,7 @@ from spiderfarm.frontier import Frontier
 from spiderfarm.items import encode_item
 from spiderfarm.settings import Settings
 from tests.farm import read_items, run_cli
-from tests.test_frontier import entry, lease, ok, urls
+from tests.test_frontier import Clock, entry, lease, ok, urls
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,7 +56,8 @@ def test_an_outcome_the_feed_refuses_settles_only_its_request(
     retried, then dead-lettered, the other pages are written, and the crawl finishes."""
     feed = open_feed(str(tmp_path / "out.jsonl"))
     settings = Settings.merge({"obey_robots": False, "autothrottle": False, "max_retries": 1})
-    frontier = Frontier(settings, write_items=feed.write)
+    clock = Clock()
+    frontier = Frontier(settings, write_items=feed.write, clock=clock)
     frontier.push([entry("http://a.test/bad"), entry("http://a.test/good")])
     bad_line = '{"t": "\ud800"}'
     with caplog.at_level(logging.ERROR, logger="spiderfarm.frontier"):
@@ -68,7 +69,7 @@ def test_an_outcome_the_feed_refuses_settles_only_its_request(
                 outcomes.append(ok(by_url["http://a.test/good"], items=['{"n": 1}']))
             _, refused, _ = frontier.exchange("w1", outcomes, 0)
             assert refused == []
-            frontier._delayed and frontier._promote_delayed(float("inf"))  # skip the backoff
+            clock.advance(settings.retry_backoff_max_s)  # the longest backoff is over
     assert frontier.tick() == "finished"
     feed.close()
     assert (tmp_path / "out.jsonl").read_text() == '{"n": 1}\n'

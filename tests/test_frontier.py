@@ -4,6 +4,7 @@ driven by a fake clock so that every time-dependent outcome is exact."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -11,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from spiderfarm import frontier as frontier_module
 from spiderfarm.frontier import Frontier
 from spiderfarm.http import W_URL, Request
 from spiderfarm.protocol import Lease, Outcome, PushEntry
@@ -482,7 +482,7 @@ def test_retry_after_is_capped_by_the_longest_retry_delay() -> None:
 def test_jittered_backoff_never_exceeds_the_longest_retry_delay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(frontier_module.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     frontier, _, clock = make({"retry_backoff_s": 60, "retry_backoff_max_s": 60})
     frontier.push([entry("http://a.test/")])
     ((lease_id, _, _),) = lease(frontier)
@@ -498,7 +498,7 @@ def test_retry_after_is_compared_with_the_jittered_backoff(
 ) -> None:
     # wait = min(max(backoff * jitter, retry_after), retry_backoff_max_s): with the lowest
     # jitter the backoff is 5 s, so a Retry-After of 8 s (under the plain 10 s) wins.
-    monkeypatch.setattr(frontier_module.random, "uniform", lambda low, high: low)
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)
     frontier, _, clock = make({"retry_backoff_s": 10, "retry_backoff_max_s": 60})
     frontier.push([entry("http://a.test/")])
     ((lease_id, _, _),) = lease(frontier)
@@ -1074,13 +1074,13 @@ def test_max_pages_waits_for_a_retry_while_its_host_is_backed_off() -> None:
 
 
 def test_owed_work_goes_before_new_requests_of_its_host() -> None:
-    frontier, _, _ = make({"per_host_concurrency": 1})
+    frontier, _, clock = make({"per_host_concurrency": 1})
     frontier.push([entry(f"http://a.test/{n}") for n in (1, 2, 3)])
     ((lease_id, _, _),) = lease(frontier)
     frontier.exchange("w1", [fail(lease_id, "disconnected")], 0)  # not retried: a fail
     ((lease_id, _, _),) = lease(frontier)
     frontier.exchange("w1", [retry(lease_id, "timeout")], 0)
-    frontier._clock.now += 60  # type: ignore[attr-defined]
+    clock.advance(60)
     assert [(wire[W_URL], attempt) for _, attempt, wire in lease(frontier)] == [
         ("http://a.test/2", 1)
     ]

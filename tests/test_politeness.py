@@ -25,7 +25,7 @@ from aiohttp import web
 from spiderfarm import ipkeys
 from spiderfarm.frontier import Frontier
 from spiderfarm.http import W_CALLBACK, W_URL, HtmlResponse, Request
-from spiderfarm.politeness import ROBOTS_CALLBACK, Origin, Throttle, origin_of
+from spiderfarm.politeness import ROBOTS_CALLBACK, Origin, Robots, Settled, Throttle, origin_of
 from spiderfarm.protocol import Lease, Outcome, PushEntry
 from spiderfarm.server import FarmServer, ServerConfig
 from spiderfarm.settings import Settings
@@ -439,6 +439,28 @@ def test_origin_is_scheme_host_and_port() -> None:
     assert not origin.allows("http://x/no/1", "spiderfarm/0.1")
     assert origin.allows("http://x/yes", "spiderfarm/0.1")
     assert origin.crawl_delay("spiderfarm/0.1") == 2.5
+
+
+def test_robots_decides_what_becomes_of_each_request_and_queues_nothing() -> None:
+    robots = Robots("spiderfarm/0.1", max_retries=1)
+    held = [(n, "x", Request(f"http://x/{n}").to_wire(), 0) for n in (1, 2)]
+    assert robots.admit("http://x/1") == "fetch_robots"  # first of its origin
+    robots.hold("http://x/1", held[0])
+    assert robots.admit("http://x/2") == "hold"
+    robots.hold("http://x/2", held[1])
+    assert robots.settle("http://x/robots.txt", "unavailable", "") == Settled(1, None, [])
+    assert robots.admit("http://x/3") == "hold"  # still nothing allowed while it retries
+    text = "User-agent: *\nDisallow: /no\nCrawl-delay: 2\n"
+    assert robots.settle("http://x/robots.txt", "ok", text) == Settled(0, 2.0, held)
+    assert robots.admit("http://x/no/1") == "drop_robots"
+    assert robots.admit("http://x/yes") == "queue"
+    assert robots.admit("http://y/") == "fetch_robots"
+    assert robots.settle("http://y/robots.txt", "missing", "") == Settled(0, None, [])
+    assert robots.admit("http://y/no/1") == "queue"  # 4xx: everything allowed
+    assert robots.admit("http://z/") == "fetch_robots"
+    assert robots.settle("http://z/robots.txt", "refused", "").retry == 1
+    assert robots.settle("http://z/robots.txt", "refused", "") == Settled(0, None, [])
+    assert robots.admit("http://z/a") == "drop_unavailable"  # out of retries
 
 
 # -- the frontier's politeness, with a fake clock -------------------------------------
