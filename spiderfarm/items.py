@@ -57,7 +57,12 @@ def item_adapter() -> type[ItemAdapter]:
                 def get_field_meta_from_class(
                     cls, item_class: type, field_name: str
                 ) -> MappingProxyType[str, Any]:
-                    return MappingProxyType(cast("type[Item]", item_class).fields[field_name])
+                    fields = cast("type[Item]", item_class).fields
+                    if field_name not in fields:
+                        raise KeyError(
+                            f"{item_class.__name__} does not support field: {field_name}"
+                        )
+                    return MappingProxyType(fields[field_name])
 
                 @classmethod
                 def get_field_names_from_class(cls, item_class: type) -> list[str] | None:
