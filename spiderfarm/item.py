@@ -1,18 +1,74 @@
 """``Item`` and ``Field``: Scrapy's declared items (``scrapy.item``). An item class lists
-its fields; an item is a mutable mapping that refuses any other key.
+its fields; an item is a mutable mapping that refuses any other key. ``itemadapter``
+(what pipelines and ``ItemLoader`` read items through) is taught the class as soon as a
+subclass is declared.
 
 Items are written to the feed in their declared field order (see ``spiderfarm.items``).
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABCMeta
+from collections import deque
 from collections.abc import Iterator, KeysView, MutableMapping
 from copy import deepcopy
 from pprint import pformat
-from typing import Any, ClassVar, NoReturn, Self
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self, cast
 
-__all__ = ["Field", "Item", "ItemMeta"]
+if TYPE_CHECKING:
+    from itemadapter import ItemAdapter
+
+__all__ = ["Field", "Item", "ItemMeta", "item_adapter"]
+
+_adapter_lock = threading.Lock()
+_adapter: type[ItemAdapter] | None = None
+
+
+def item_adapter() -> type[ItemAdapter]:
+    """``itemadapter.ItemAdapter``, taught ``spiderfarm.Item`` (once per process).
+
+    Imported on first use, not with this module: itemadapter imports attrs and pydantic
+    when they are installed (about 0.1 s), which a crawl of dicts never needs.
+    """
+    global _adapter
+    if _adapter is not None:
+        return _adapter
+    with _adapter_lock:
+        if _adapter is None:
+            from itemadapter import ItemAdapter
+            from itemadapter.adapter import ScrapyItemAdapter
+
+            class SpiderfarmItemAdapter(ScrapyItemAdapter):
+                """``spiderfarm.Item`` as itemadapter sees ``scrapy.Item``."""
+
+                @classmethod
+                def is_item(cls, item: Any) -> bool:
+                    return isinstance(item, Item)
+
+                @classmethod
+                def is_item_class(cls, item_class: type) -> bool:
+                    return isinstance(item_class, type) and issubclass(item_class, Item)
+
+                @classmethod
+                def get_field_meta_from_class(
+                    cls, item_class: type, field_name: str
+                ) -> MappingProxyType[str, Any]:
+                    fields = cast("type[Item]", item_class).fields
+                    if field_name not in fields:
+                        raise KeyError(
+                            f"{item_class.__name__} does not support field: {field_name}"
+                        )
+                    return MappingProxyType(fields[field_name])
+
+                @classmethod
+                def get_field_names_from_class(cls, item_class: type) -> list[str] | None:
+                    return list(cast("type[Item]", item_class).fields)
+
+            cast("deque[Any]", ItemAdapter.ADAPTER_CLASSES).appendleft(SpiderfarmItemAdapter)
+            _adapter = ItemAdapter
+    return _adapter
 
 
 class Field(dict[str, Any]):
@@ -43,6 +99,8 @@ class ItemMeta(ABCMeta):
                     break
         # Set through type.__setattr__: Item.__setattr__ guards instances, not classes.
         type.__setattr__(cls, "fields", fields)
+        if any(isinstance(base, ItemMeta) for base in bases):  # a user's item class
+            item_adapter()
         return cls
 
 

@@ -11,67 +11,12 @@ import dataclasses
 import datetime
 import decimal
 import json
-import threading
-from collections import deque
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from .item import Item
-
-if TYPE_CHECKING:
-    from itemadapter import ItemAdapter
+from .item import Item, item_adapter
 
 __all__ = ["encode_item", "is_item", "item_adapter", "item_to_dict"]
-
-_adapter_lock = threading.Lock()
-_adapter: type[ItemAdapter] | None = None
-
-
-def item_adapter() -> type[ItemAdapter]:
-    """``itemadapter.ItemAdapter``, taught ``spiderfarm.Item`` (once per process).
-
-    Imported on first use, not with this module: itemadapter imports attrs and pydantic
-    when they are installed (about 0.1 s), which a crawl of dicts never needs.
-    """
-    global _adapter
-    if _adapter is not None:
-        return _adapter
-    with _adapter_lock:
-        if _adapter is None:
-            from itemadapter import ItemAdapter
-            from itemadapter.adapter import ScrapyItemAdapter
-
-            class SpiderfarmItemAdapter(ScrapyItemAdapter):
-                """``spiderfarm.Item`` as itemadapter sees ``scrapy.Item``."""
-
-                @classmethod
-                def is_item(cls, item: Any) -> bool:
-                    return isinstance(item, Item)
-
-                @classmethod
-                def is_item_class(cls, item_class: type) -> bool:
-                    return isinstance(item_class, type) and issubclass(item_class, Item)
-
-                @classmethod
-                def get_field_meta_from_class(
-                    cls, item_class: type, field_name: str
-                ) -> MappingProxyType[str, Any]:
-                    fields = cast("type[Item]", item_class).fields
-                    if field_name not in fields:
-                        raise KeyError(
-                            f"{item_class.__name__} does not support field: {field_name}"
-                        )
-                    return MappingProxyType(fields[field_name])
-
-                @classmethod
-                def get_field_names_from_class(cls, item_class: type) -> list[str] | None:
-                    return list(cast("type[Item]", item_class).fields)
-
-            cast("deque[Any]", ItemAdapter.ADAPTER_CLASSES).appendleft(SpiderfarmItemAdapter)
-            _adapter = ItemAdapter
-    return _adapter
-
 
 def _is_dataclass_instance(value: Any) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)

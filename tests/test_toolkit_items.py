@@ -9,6 +9,8 @@ import dataclasses
 import io
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +27,7 @@ from spiderfarm.exporters import CsvFeed
 from spiderfarm.items import encode_item, is_item
 from spiderfarm.loader import ItemLoader
 from tests.farm import run_cli
+from tests.sites import subprocess_environ
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -341,3 +344,21 @@ def test_a_crawl_loads_items_into_a_csv_in_field_order(
     assert sorted((r[0], r[1], r[2]) for r in rows[1:]) == expected
     assert all(int(r[3]) == len(r[0]) for r in rows[1:])
     assert sorted(int(r[4]) for r in rows[1:]) == [p for p in range(1, 11) for _ in range(10)]
+
+
+def test_itemadapter_knows_an_item_class_as_soon_as_it_is_declared() -> None:
+    """A pipeline calling ``ItemAdapter(item)`` works in a fresh worker process, where
+    nothing else has taught itemadapter the class; ``import spiderfarm`` alone does not
+    import itemadapter (its ~0.1 s of attrs and pydantic)."""
+    code = (
+        "import sys, spiderfarm\n"
+        "assert 'itemadapter' not in sys.modules\n"
+        "class P(spiderfarm.Item):\n    a = spiderfarm.Field()\n"
+        "from itemadapter import ItemAdapter\n"
+        "print(ItemAdapter.is_item(P(a=1)), list(ItemAdapter(P(a=1)).field_names()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False,
+        env=subprocess_environ(),
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "True ['a']\n"), result.stderr
