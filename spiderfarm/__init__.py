@@ -6,7 +6,12 @@ batches of requests, fetch them with aiohttp and run your ``Spider`` callbacks.
 
 from __future__ import annotations
 
-from . import exceptions as exceptions  # scrapy.exceptions.DropItem after "as scrapy"
+# Scrapy's submodules, reachable as attributes after "import spiderfarm as scrapy":
+# scrapy.exceptions.DropItem, scrapy.spiders.CrawlSpider, scrapy.linkextractors.LinkExtractor.
+from . import exceptions as exceptions
+from . import http as http
+from . import linkextractors as linkextractors
+from . import spiders as spiders
 from .errors import (
     CloseSpider,
     ConnectError,
@@ -20,14 +25,17 @@ from .errors import (
     SpiderLoadError,
 )
 from .http import (
+    FormRequest,
     HtmlResponse,
     InvalidRequest,
+    JsonRequest,
     JsonResponse,
     Request,
     Response,
     TextResponse,
     XmlResponse,
 )
+from .item import Field, Item
 from .selector import Selector, SelectorList
 from .settings import VERSION as __version__
 from .settings import Settings
@@ -39,9 +47,13 @@ __all__ = [
     "DropItem",
     "FeedError",
     "FetchError",
+    "Field",
+    "FormRequest",
     "HtmlResponse",
     "IgnoreRequest",
     "InvalidRequest",
+    "Item",
+    "JsonRequest",
     "JsonResponse",
     "NotSupported",
     "Request",

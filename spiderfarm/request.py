@@ -104,7 +104,8 @@ class Request:
         return f"<{self.method} {self.url}>"
 
     def replace(self, **changes: Any) -> Request:
-        """A copy with some arguments changed (Scrapy's ``Request.replace``)."""
+        """A copy with some arguments changed (Scrapy's ``Request.replace``), of the same
+        class (a ``FormRequest`` stays one)."""
         kwargs: dict[str, Any] = {
             "url": self.url,
             "callback": self.callback,
@@ -118,7 +119,7 @@ class Request:
             "errback": self.errback,
         }
         kwargs.update(changes)
-        new = Request(**kwargs)
+        new = type(self)(**kwargs)
         new.depth = self.depth
         return new
 

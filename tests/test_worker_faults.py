@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web
 
 from spiderfarm import Request
+from spiderfarm.http import HtmlResponse
 from spiderfarm.protocol import join_notes
 from spiderfarm.settings import Settings
-from spiderfarm.worker import Links, PageResult
+from spiderfarm.worker import Links, PageResult, PageRunner, pump
 from spiderfarm.worker import links as links_module
 from tests.farm import read_items, run_cli
 from tests.sites import ThreadedSites
@@ -548,3 +549,39 @@ def test_links_past_the_cap_are_not_recorded_as_sent(
         "http://example.com/p/4",
     ]
     assert second.notes == []
+
+
+async def test_a_callback_returning_one_pydantic_or_attrs_item_gives_one_item(
+    tmp_path: Path,
+) -> None:
+    spider_file = tmp_path / "returns.py"
+    spider_file.write_text(textwrap.dedent('''
+        import attrs
+        import pydantic
+        from spiderfarm import Spider
+
+        class Product(pydantic.BaseModel):
+            name: str
+            price: int
+
+        @attrs.define
+        class Book:
+            title: str
+
+        class Returns(Spider):
+            name = "returns"
+
+            def one_model(self, response):
+                return Product(name="a", price=3)
+
+            def one_attrs(self, response):
+                return Book(title="b")
+    '''))
+    crawl_ = pump.Crawl.offline(str(spider_file))
+    runner = PageRunner(crawl_.spider, crawl_.settings, None, crawl_.links)
+    request = Request("http://example.com/")
+    response = HtmlResponse(request.url, 200, {}, b"<html></html>", request)
+    model = await runner.run_callback(request, response, "one_model")
+    book = await runner.run_callback(request, response, "one_attrs")
+    assert (model.items, model.notes) == (['{"name": "a", "price": 3}'], [])
+    assert (book.items, book.notes) == (['{"title": "b"}'], [])

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from ..items import is_item
 from ..protocol import PushEntry
 from ..request import Request
 
@@ -13,11 +14,13 @@ __all__ = ["PageResult", "is_single"]
 
 
 def is_single(output: Any) -> bool:
-    """Whether a callback's return value is one value (an item or a Request), not many."""
+    """Whether a callback's return value is one value (an item or a Request), not many:
+    a pydantic model or an attrs instance returned alone is one item, though iterable."""
     return (
         output is None
         or isinstance(output, dict | Request | Mapping)
         or (dataclasses.is_dataclass(output) and not isinstance(output, type))
+        or (not isinstance(output, list | tuple) and is_item(output))
     )
 
 

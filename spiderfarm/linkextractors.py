@@ -1,0 +1,246 @@
+"""``LinkExtractor``: the links of a page that pass a set of filters, as ``Link`` objects
+(Scrapy's ``scrapy.linkextractors.LinkExtractor``, its arguments, defaults and order).
+
+It reads the lxml tree the response's selector already parsed, so an HTML page is parsed
+once for the callback's selectors and the extractor together.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias
+from urllib.parse import urljoin, urlsplit
+
+from lxml import etree
+from parsel.csstranslator import HTMLTranslator
+from w3lib.html import strip_html5_whitespace
+from w3lib.url import canonicalize_url, safe_url_string
+
+from .link import Link
+from .response import JsonResponse, Response, TextResponse
+from .urls import FETCHABLE_SCHEMES, safe_url
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IGNORED_EXTENSIONS", "LinkExtractor"]
+
+#: Extensions whose links are not extracted unless ``deny_extensions`` says otherwise
+#: (Scrapy 2.19's list, without the dot).
+IGNORED_EXTENSIONS = [
+    # archives
+    "7z", "7zip", "bz2", "rar", "tar", "tar.gz", "xz", "zip",
+    # images
+    "mng", "pct", "bmp", "gif", "jpg", "jpeg", "png", "pst", "psp", "tif", "tiff", "ai",
+    "drw", "dxf", "eps", "ps", "svg", "cdr", "ico", "webp",
+    # audio
+    "mp3", "wma", "ogg", "wav", "ra", "aac", "mid", "au", "aiff",
+    # video
+    "3gp", "asf", "asx", "avi", "mov", "mp4", "mpg", "qt", "rm", "swf", "wmv", "m4a",
+    "m4v", "flv", "webm",
+    # office suites
+    "xls", "xlsm", "xlsx", "xltm", "xltx", "potm", "potx", "ppt", "pptm", "pptx", "pps",
+    "doc", "docb", "docm", "docx", "dotm", "dotx", "odt", "ods", "odg", "odp",
+    # other
+    "css", "pdf", "exe", "bin", "rss", "dmg", "iso", "apk", "jar", "sh", "rb", "js",
+    "hta", "bat", "cpl", "msi", "msp", "py",
+]  # fmt: skip
+
+_XHTML_NAMESPACE = "{http://www.w3.org/1999/xhtml}"
+_string_content = etree.XPath("string()")
+_css_translator = HTMLTranslator()
+
+_Regex: TypeAlias = str | re.Pattern[str]
+_RegexOrSeveral: TypeAlias = _Regex | Iterable[_Regex]
+
+
+def _to_list(value: Any) -> list[Any]:
+    """One value or several as a list (Scrapy's ``arg_to_iter``): ``None`` is none, a
+    string or a compiled pattern is one."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | dict | re.Pattern) or not hasattr(value, "__iter__"):
+        return [value]
+    return list(value)
+
+
+def _regexes(value: _RegexOrSeveral | None) -> list[re.Pattern[str]]:
+    return [x if isinstance(x, re.Pattern) else re.compile(x) for x in _to_list(value)]
+
+
+def _local_name(tag: Any) -> Any:
+    """An element's tag without the XHTML namespace (other namespaces are kept)."""
+    if isinstance(tag, str) and tag.startswith(_XHTML_NAMESPACE):
+        return tag[len(_XHTML_NAMESPACE) :]
+    return tag
+
+
+def _name_matches(allowed: set[str], denied: set[str], name: str) -> bool:
+    return name not in denied and ("*" in allowed or name in allowed)
+
+
+def _has_nofollow(rel: str | None) -> bool:
+    return rel is not None and "nofollow" in rel.lower().replace(",", " ").split()
+
+
+def _from_any_domain(url: str, domains: set[str]) -> bool:
+    """Whether ``url``'s host is one of ``domains`` or a subdomain of one. The host is
+    compared without its port (as spiderfarm's ``allowed_domains`` is), and with it, so a
+    domain written ``example.com:8080`` (which Scrapy's netloc test needs) still matches."""
+    parts = urlsplit(url)
+    names = {parts.hostname or "", parts.netloc.lower()} - {""}
+    return any(n == d or n.endswith("." + d) for n in names for d in domains)
+
+
+def _unique(links: list[Link]) -> list[Link]:
+    seen: set[str] = set()
+    kept = []
+    for link in links:
+        if link.url not in seen:
+            seen.add(link.url)
+            kept.append(link)
+    return kept
+
+
+class LinkExtractor:
+    """Finds the links of a response that pass its filters (Scrapy's arguments):
+
+    ``allow``/``deny``: regular expressions the absolute URL must match / must not match
+    (``deny`` wins); ``allow_domains``/``deny_domains``: hosts (and their subdomains);
+    ``restrict_xpaths``/``restrict_css``: only links inside these regions;
+    ``restrict_text``: expressions the link's text must match; ``tags``/``attrs``
+    (default ``a``, ``area`` and ``href``; ``"*"`` for any) and ``deny_tags``/
+    ``deny_attrs``; ``canonicalize``: w3lib's canonical URL (off by default, as the URL
+    sent should be the page's); ``unique``: drop repeated URLs; ``process_value``: a
+    function from the raw attribute value to the URL to use, or ``None`` to skip it;
+    ``deny_extensions``: defaults to ``IGNORED_EXTENSIONS``; ``strip``: strip HTML
+    whitespace around attribute values.
+
+    Only http and https links are returned (Scrapy also returns ``file:`` and ``ftp:``),
+    and none the farm would refuse to fetch (over 2,083 characters, a bad port or host).
+    """
+
+    def __init__(
+        self,
+        allow: _RegexOrSeveral = (),
+        deny: _RegexOrSeveral = (),
+        allow_domains: str | Iterable[str] = (),
+        deny_domains: str | Iterable[str] = (),
+        restrict_xpaths: str | Iterable[str] = (),
+        tags: str | Iterable[str] | None = ("a", "area"),
+        attrs: str | Iterable[str] | None = ("href",),
+        canonicalize: bool = False,
+        unique: bool = True,
+        process_value: Callable[[Any], Any] | None = None,
+        deny_extensions: str | Iterable[str] | None = None,
+        restrict_css: str | Iterable[str] = (),
+        strip: bool = True,
+        restrict_text: _RegexOrSeveral | None = None,
+        deny_tags: str | Iterable[str] = (),
+        deny_attrs: str | Iterable[str] = (),
+    ) -> None:
+        self._tags, self._deny_tags = set(_to_list(tags)), set(_to_list(deny_tags))
+        self._attrs, self._deny_attrs = set(_to_list(attrs)), set(_to_list(deny_attrs))
+        self.allow_res = _regexes(allow)
+        self.deny_res = _regexes(deny)
+        self.allow_domains = {d.lower() for d in _to_list(allow_domains)}
+        self.deny_domains = {d.lower() for d in _to_list(deny_domains)}
+        self.restrict_xpaths: tuple[str, ...] = (
+            *_to_list(restrict_xpaths),
+            *(_css_translator.css_to_xpath(css) for css in _to_list(restrict_css)),
+        )
+        self.canonicalize = canonicalize
+        self.unique = unique
+        self.process_value = process_value
+        if deny_extensions is None:
+            deny_extensions = IGNORED_EXTENSIONS
+        self.deny_extensions = {"." + e for e in _to_list(deny_extensions)}
+        self.strip = strip
+        self.restrict_text = _regexes(restrict_text)
+
+    def extract_links(self, response: Response) -> list[Link]:
+        """The links of ``response`` that pass the filters, in page order (each URL once
+        when ``unique``). A response with no markup (binary, JSON) has none."""
+        if not isinstance(response, TextResponse) or isinstance(response, JsonResponse):
+            return []
+        base_url = response.base_url
+        if self.restrict_xpaths:
+            docs = [sub for xpath in self.restrict_xpaths for sub in response.xpath(xpath)]
+        else:
+            docs = [response.selector]
+        found: list[Link] = []
+        for doc in docs:
+            if not isinstance(doc.root, etree._Element):  # a text or attribute result
+                continue
+            links = self._links_in(doc.root, response.url, response.encoding, base_url)
+            found.extend(self._process_links(links))
+        return _unique(found) if self.unique else found
+
+    def matches(self, url: str) -> bool:
+        """Whether ``url`` passes the domain and ``allow``/``deny`` filters."""
+        if self.allow_domains and not _from_any_domain(url, self.allow_domains):
+            return False
+        if self.deny_domains and _from_any_domain(url, self.deny_domains):
+            return False
+        allowed = any(r.search(url) for r in self.allow_res) if self.allow_res else True
+        return allowed and not any(r.search(url) for r in self.deny_res)
+
+    def _links_in(self, root: Any, page_url: str, encoding: str, base_url: str) -> list[Link]:
+        links = []
+        for el in root.iter(etree.Element):
+            if not _name_matches(self._tags, self._deny_tags, _local_name(el.tag)):
+                continue
+            for name, value in el.attrib.items():
+                if not _name_matches(self._attrs, self._deny_attrs, name):
+                    continue
+                try:
+                    if self.strip:
+                        value = strip_html5_whitespace(value)
+                    url = urljoin(base_url, value)
+                except ValueError:
+                    continue  # a value urljoin cannot parse (a broken IPv6 literal ...)
+                if self.process_value is not None:
+                    url = self.process_value(url)
+                    if url is None:
+                        continue
+                try:
+                    url = urljoin(page_url, safe_url_string(url, encoding=encoding))
+                except ValueError:
+                    logger.debug("skipping the link %r on %s: not a usable URL", url, page_url)
+                    continue
+                text = _string_content(el) or ""
+                links.append(Link(url, str(text), nofollow=_has_nofollow(el.get("rel"))))
+        return _unique(links) if self.unique else links
+
+    def _allowed(self, link: Link) -> bool:
+        url = link.url
+        if url.partition("://")[0] not in FETCHABLE_SCHEMES:
+            return False
+        try:
+            safe_url(url)
+        except ValueError:  # over the URL length cap, a bad port or host name
+            return False
+        if self.allow_res and not any(r.search(url) for r in self.allow_res):
+            return False
+        if self.deny_res and any(r.search(url) for r in self.deny_res):
+            return False
+        if self.allow_domains and not _from_any_domain(url, self.allow_domains):
+            return False
+        if self.deny_domains and _from_any_domain(url, self.deny_domains):
+            return False
+        if self.deny_extensions:
+            path = urlsplit(url).path.lower()
+            if any(path.endswith(ext) for ext in self.deny_extensions):
+                return False
+        return not self.restrict_text or any(r.search(link.text) for r in self.restrict_text)
+
+    def _process_links(self, links: list[Link]) -> list[Link]:
+        links = [link for link in links if self._allowed(link)]
+        if self.canonicalize:
+            for link in links:
+                link.url = canonicalize_url(link.url)
+        return _unique(links) if self.unique else links
+
+    def __repr__(self) -> str:
+        return f"<LinkExtractor allow={[r.pattern for r in self.allow_res]!r}>"
