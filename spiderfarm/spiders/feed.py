@@ -92,7 +92,31 @@ def csviter(
         yield dict(zip(headers, row, strict=True))
 
 
-class XMLFeedSpider(Spider):
+class _FeedSpider(Spider):
+    """What the XML and CSV feed spiders share: start URLs parsed by ``_parse``, and
+    Scrapy's two hooks around it."""
+
+    def start_requests(self) -> Iterable[Request]:
+        for url in self.start_urls:
+            yield Request(url, callback=self._parse)
+
+    def parse(self, response: Response, **kwargs: Any) -> Any:
+        """A request without a callback: the feed is parsed node by node (row by row)."""
+        return self._parse(response, **kwargs)
+
+    def process_results(self, response: Response, results: Iterable[Any]) -> Iterable[Any]:
+        """Each node's (row's) results pass through here (unchanged by default)."""
+        return results
+
+    def adapt_response(self, response: Response) -> Response:
+        """The response to parse (this one by default)."""
+        return response
+
+    def _parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
+        raise NotImplementedError
+
+
+class XMLFeedSpider(_FeedSpider):
     """Write ``parse_node(response, selector)``: it is called for every ``itertag``
     element of the start pages. ``iterator`` is ``"iternodes"`` (streamed, the default),
     ``"xml"`` or ``"html"`` (the whole page parsed); ``namespaces`` are ``(prefix, uri)``
@@ -101,22 +125,6 @@ class XMLFeedSpider(Spider):
     iterator: ClassVar[Literal["iternodes", "xml", "html"]] = "iternodes"
     itertag: ClassVar[str] = "item"
     namespaces: ClassVar[Sequence[tuple[str, str]]] = ()
-
-    def start_requests(self) -> Iterable[Request]:
-        for url in self.start_urls:
-            yield Request(url, callback=self._parse)
-
-    def parse(self, response: Response, **kwargs: Any) -> Any:
-        """A request without a callback: the feed is parsed node by node."""
-        return self._parse(response, **kwargs)
-
-    def process_results(self, response: Response, results: Iterable[Any]) -> Iterable[Any]:
-        """Each node's results pass through here (unchanged by default)."""
-        return results
-
-    def adapt_response(self, response: Response) -> Response:
-        """The response to parse (this one by default)."""
-        return response
 
     def parse_node(self, response: Response, selector: Selector) -> Any:
         """Items and requests for one node; override it."""
@@ -162,7 +170,7 @@ class XMLFeedSpider(Spider):
             selector.register_namespace(prefix, uri)
 
 
-class CSVFeedSpider(Spider):
+class CSVFeedSpider(_FeedSpider):
     """Write ``parse_row(response, row)``: it is called with a dict for every row of the
     start pages' CSV (keyed by ``headers``, else the first row), read with ``delimiter``
     and ``quotechar`` (the csv module's defaults when ``None``)."""
@@ -170,20 +178,6 @@ class CSVFeedSpider(Spider):
     delimiter: ClassVar[str | None] = None
     quotechar: ClassVar[str | None] = None
     headers: ClassVar[list[str] | None] = None
-
-    def start_requests(self) -> Iterable[Request]:
-        for url in self.start_urls:
-            yield Request(url, callback=self._parse)
-
-    def parse(self, response: Response, **kwargs: Any) -> Any:
-        """A request without a callback: the CSV is parsed row by row."""
-        return self._parse(response, **kwargs)
-
-    def process_results(self, response: Response, results: Iterable[Any]) -> Iterable[Any]:
-        return results
-
-    def adapt_response(self, response: Response) -> Response:
-        return response
 
     def parse_row(self, response: Response, row: dict[str, str]) -> Any:
         """Items and requests for one row; override it."""
