@@ -18,6 +18,7 @@ from .item import Item, item_adapter
 
 __all__ = ["encode_item", "is_item", "item_adapter", "item_to_dict"]
 
+
 def _is_dataclass_instance(value: Any) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 

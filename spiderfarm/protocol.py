@@ -17,20 +17,31 @@ Notes are counters a worker noted on one page, ``callback_error,items/dropped*20
 failure codes: which are retried and which say the host did not answer.
 
 The service's name and the methods workers may call are here too (``SERVICE``,
-``EXPOSED``); the checks of a worker's call live in ``security.check_exchange``.
+``EXPOSED``), and so are the caps on one call and ``check_exchange``, which the server
+applies to every call before the frontier sees it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final, Literal
+
+from .urls import MAX_URL_LENGTH
 
 __all__ = [
     "CLOSING",
     "CONNECTION_FAILURES",
     "EXPOSED",
     "FINISHED",
+    "INT64_MAX",
+    "INT64_MIN",
     "KINDS",
+    "MAX_BATCH",
+    "MAX_ITEM_BYTES",
+    "MAX_LINKS_PER_PAGE",
+    "MAX_NESTING",
+    "MAX_REQUEST_BYTES",
+    "MAX_REQUEST_VALUES",
     "NO_INFO",
     "REASONS",
     "RETRYABLE_REASONS",
@@ -49,6 +60,8 @@ __all__ = [
     "Reason",
     "State",
     "WireRequest",
+    "check_exchange",
+    "check_request_fields",
     "join_notes",
     "read_notes",
     "split_errback_notes",
@@ -167,3 +180,202 @@ def split_errback_notes(reason: str) -> tuple[str, str]:
     """``(failure code, notes)`` of a ``fail``/``retry`` outcome's reason."""
     code, _, notes = reason.partition("|")
     return code, notes
+
+
+#: Caps on what one worker call may carry: a hostile or buggy peer is refused, not served.
+MAX_BATCH = 10_000
+MAX_ITEM_BYTES = 4 * 2**20
+MAX_LINKS_PER_PAGE = 100_000
+#: The range of SQLite's INTEGER, and of the fingerprints urls.Fingerprinter makes: a
+#: fingerprint, priority or depth outside it would fail every later journal commit.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Caps on one request's headers, meta and cb_kwargs together: containers nested at most
+#: this deep (a deeper one fails to pickle when the request is leased or journaled), at
+#: most this many values, and at most this many characters and bytes (body included).
+MAX_NESTING = 100
+MAX_REQUEST_VALUES = 10_000
+MAX_REQUEST_BYTES = 4 * 2**20
+
+
+# -- what workers may send ----------------------------------------------------------------
+
+
+def _fail(what: str) -> None:
+    raise ValueError(f"refused malformed exchange from worker: {what}")
+
+
+def check_exchange(
+    worker: Any,
+    outcomes: Any,
+    want: Any,
+    *,
+    max_batch: int,
+    max_item_bytes: int,
+    max_links: int,
+) -> None:
+    """Check the types and sizes of one ``exchange`` call before the frontier sees it.
+
+    Raises:
+        ValueError: naming the first thing that is wrong.
+    """
+    if not isinstance(worker, str) or not 0 < len(worker) <= 200:
+        _fail("worker id must be a short string")
+    if type(want) is not int or not 0 <= want <= max_batch:
+        _fail(f"want must be an int in 0..{max_batch}")
+    if not isinstance(outcomes, list) or len(outcomes) > max_batch:
+        _fail(f"outcomes must be a list of at most {max_batch}")
+    for outcome in outcomes:
+        if not isinstance(outcome, tuple) or len(outcome) != 6:
+            _fail("an outcome must be a 6-tuple")
+        lease_id, kind, reason, requests, items, info = outcome
+        if type(lease_id) is not int or not 0 <= lease_id <= INT64_MAX or kind not in KINDS:
+            _fail("bad lease id or outcome kind")
+        if type(reason) is not str or len(reason) > 200 or not _utf8(reason):
+            _fail("reason must be a short string")  # a dead letter's reason is journaled
+        if not isinstance(info, tuple) or len(info) != 3 or not _good_info(*info):
+            _fail("info must be (status, latency_s, retry_after_s): an int 0..999, two seconds")
+        if not isinstance(items, list) or not isinstance(requests, list):
+            _fail("items and requests must be lists")
+        if len(requests) > max_links:
+            _fail(f"{len(requests)} new requests from one page, over {max_links}")
+        for item in items:
+            if not isinstance(item, str) or len(item) > max_item_bytes:
+                _fail(f"an item must be a JSON string of at most {max_item_bytes} bytes")
+        _check_requests(requests)
+
+
+def _utf8(text: str) -> bool:
+    """False for a string SQLite cannot store (a lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _good_info(status: Any, latency: Any, retry_after: Any) -> bool:
+    return (
+        type(status) is int
+        and 0 <= status < 1000
+        and all(type(v) in (int, float) and 0 <= v < 1e9 for v in (latency, retry_after))
+    )
+
+
+def _check_requests(
+    entries: Sequence[Any], lo: int = INT64_MIN, hi: int = INT64_MAX, longest: int = MAX_URL_LENGTH
+) -> None:
+    # This runs for every link of every page: one expression passes a plain request, and
+    # only a request it does not pass is examined again, to say what is wrong with it.
+    for entry in entries:
+        if type(entry) is not tuple or len(entry) != 3:
+            _fail("a request entry must be (fingerprint, host, wire)")
+        fp, host, wire = entry
+        if type(wire) is not tuple or len(wire) != 11:
+            _fail("a request must be an 11-tuple")
+        url, callback, method, headers, body, meta, priority, _, cb_kwargs, depth, errback = wire
+        if not (
+            type(url) is str
+            and len(url) <= longest
+            and url.isascii()
+            and type(fp) is int
+            and lo <= fp <= hi
+            and type(host) is str
+            and len(host) <= 255
+            and host.isascii()
+            and type(priority) is int
+            and lo <= priority <= hi
+            and type(depth) is int
+            and 0 <= depth <= hi
+            and type(method) is str
+            and (callback is None or type(callback) is str)
+            and (errback is None or type(errback) is str)
+            and body is None
+        ):
+            _check_request(fp, host, wire)
+        if headers is not None or meta is not None or cb_kwargs is not None:
+            _check_values(url, (headers, meta, cb_kwargs), len(body) if body else 0)
+
+
+def _check_request(fp: Any, host: Any, wire: tuple[Any, ...]) -> None:
+    """Raise for the first thing wrong with a request, if anything is."""
+    url, callback, method, _, body, _, priority, _, _, depth, errback = wire
+    if type(url) is not str or len(url) > MAX_URL_LENGTH or not url.isascii():
+        _fail(f"a request URL must be an ASCII string of at most {MAX_URL_LENGTH} characters")
+    if type(fp) is not int or not INT64_MIN <= fp <= INT64_MAX:
+        _fail(f"request {url}: its fingerprint {fp!r:.30} is not a signed 64-bit int")
+    if type(host) is not str or len(host) > 255 or not host.isascii():
+        _fail(f"request {url}: the host must be an ASCII string of at most 255 characters")
+    if type(priority) is not int or not INT64_MIN <= priority <= INT64_MAX:
+        _fail(f"request {url}: its priority {priority!r:.30} is not a signed 64-bit int")
+    if type(depth) is not int or not 0 <= depth <= INT64_MAX:
+        _fail(f"request {url}: its depth {depth!r:.30} is not an int in 0..2**63-1")
+    if (
+        type(method) is not str
+        or not (callback is None or type(callback) is str)
+        or not (errback is None or type(errback) is str)
+    ):
+        _fail(f"request {url}: method, callback and errback must be strings")
+    if body is not None and (
+        not isinstance(body, bytes | bytearray) or len(body) > MAX_REQUEST_BYTES
+    ):
+        _fail(f"request {url}: the body must be bytes, at most {MAX_REQUEST_BYTES}")
+
+
+_SEQUENCES = (list, tuple, set, frozenset)
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def check_request_fields(wire: tuple[Any, ...]) -> None:
+    """The server's caps on one request's headers, meta and cb_kwargs (nesting, values,
+    size), for a worker to apply where the request is made.
+
+    Raises:
+        ValueError: naming the request's URL and the cap it passes.
+    """
+    body = wire[4]
+    _check_values(wire[0], (wire[3], wire[5], wire[8]), len(body) if body else 0)
+
+
+def _check_values(url: str, fields: tuple[Any, Any, Any], size: int) -> None:
+    """Refuse headers, meta and cb_kwargs that are not dicts, or that together pass the
+    nesting, value or size caps. One level at a time, never recursive: no depth can
+    exhaust the server's stack. The common types are tested first, by identity."""
+    level = [value for value in fields if value is not None]
+    if not all(isinstance(value, dict) for value in level):
+        _fail(f"request {url}: headers, meta and cb_kwargs must be dicts or None")
+    count = depth = 0
+    while level:
+        depth += 1
+        count += len(level)
+        if depth > MAX_NESTING:
+            _fail(f"request {url}: headers, meta or cb_kwargs nest over {MAX_NESTING} deep")
+        if count > MAX_REQUEST_VALUES:
+            _fail(f"request {url}: over {MAX_REQUEST_VALUES} values in headers, meta, cb_kwargs")
+        deeper: list[Any] = []
+        for value in level:
+            kind = type(value)
+            if kind is str:
+                size += len(value)
+            elif kind is dict:
+                deeper += value  # the keys: a tuple key nests too
+                deeper += value.values()
+            elif kind in _SCALARS:
+                pass
+            elif kind is list or kind is tuple:
+                deeper += value
+            elif kind is bytes:
+                size += len(value)
+            elif isinstance(value, dict):
+                deeper += value
+                deeper += value.values()
+            elif isinstance(value, _SEQUENCES):
+                deeper += value
+            else:
+                fields_of = getattr(value, "__dict__", None)  # an instance's fields
+                if isinstance(fields_of, dict):
+                    deeper += fields_of.values()
+        level = deeper
+    if size > MAX_REQUEST_BYTES:
+        _fail(f"request {url}: over {MAX_REQUEST_BYTES} bytes in body, headers, meta, cb_kwargs")

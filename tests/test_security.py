@@ -23,7 +23,7 @@ import pytest
 from spiderfarm.client import FrontierClient
 from spiderfarm.errors import SettingsError
 from spiderfarm.http import Request
-from spiderfarm.security import (
+from spiderfarm.protocol import (
     INT64_MAX,
     INT64_MIN,
     MAX_BATCH,
@@ -32,9 +32,8 @@ from spiderfarm.security import (
     MAX_NESTING,
     MAX_REQUEST_VALUES,
     check_exchange,
-    decode_key,
-    require_strong_key,
 )
+from spiderfarm.security import decode_key, require_strong_key
 from spiderfarm.urls import Fingerprinter, host_of
 from tests.farm import KEY_HEX, ServerProcess, start_worker, wait_all, write_key
 from tests.sites import subprocess_environ

@@ -23,8 +23,17 @@ from ..frontier import Frontier
 from ..ipkeys import BlockingIpKeys
 from ..journal import Journal
 from ..manager import ManagerServer
-from ..protocol import EXPOSED, FINISHED, SERVICE, Lease, Outcome
-from ..security import MAX_BATCH, MAX_ITEM_BYTES, MAX_LINKS_PER_PAGE, check_exchange
+from ..protocol import (
+    EXPOSED,
+    FINISHED,
+    MAX_BATCH,
+    MAX_ITEM_BYTES,
+    MAX_LINKS_PER_PAGE,
+    SERVICE,
+    Lease,
+    Outcome,
+    check_exchange,
+)
 from ..settings import Settings
 from ..spider import load_spider
 from ..start import StartFeeder, StartStream, spider_state
@@ -33,7 +42,6 @@ from ..urls import domain_of, host_of, ip_key_nowait
 logger = logging.getLogger(__name__)
 
 __all__ = ["FarmServer", "ServerConfig"]
-
 
 
 @dataclass(slots=True)

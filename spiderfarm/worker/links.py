@@ -13,9 +13,8 @@ import logging
 from multiprocessing.reduction import ForkingPickler
 
 from ..ipkeys import IpKeys
-from ..protocol import W_URL, Outcome, WireRequest
+from ..protocol import MAX_LINKS_PER_PAGE, W_URL, Outcome, WireRequest, check_request_fields
 from ..request import Request
-from ..security import MAX_LINKS_PER_PAGE, check_request_fields
 from ..settings import Settings
 from ..urls import Fingerprinter, domain_of, host_of, ip_key_nowait
 from .result import PageResult

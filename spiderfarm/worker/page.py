@@ -21,6 +21,7 @@ from ..items import encode_item
 from ..middleware import Middlewares, Pipelines
 from ..politeness import ROBOTS_CALLBACK, ROBOTS_MAX_BYTES
 from ..protocol import (
+    MAX_ITEM_BYTES,
     NO_INFO,
     RETRYABLE_REASONS,
     Info,
@@ -32,7 +33,6 @@ from ..protocol import (
 )
 from ..request import Request, current_spider
 from ..response import Response
-from ..security import MAX_ITEM_BYTES
 from ..settings import Settings
 from ..spider import Spider
 from .links import Links

@@ -26,8 +26,7 @@ from ..errors import ConnectError, SpiderfarmError
 from ..fetch import Fetcher
 from ..heartbeat import Heartbeat, LoopWatch
 from ..middleware import Middlewares, Pipelines, load_components
-from ..protocol import CLOSING, FINISHED, NO_INFO, W_URL, Lease, Outcome
-from ..security import MAX_BATCH
+from ..protocol import CLOSING, FINISHED, MAX_BATCH, NO_INFO, W_URL, Lease, Outcome
 from ..settings import Settings
 from ..spider import Spider, load_spider
 from ..start import apply_spider_state
@@ -38,13 +37,12 @@ logger = logging.getLogger("spiderfarm.worker")
 
 __all__ = ["Crawl", "Worker"]
 
+
 class Crawl:
     """What a worker learns from ``hello``: its id, the settings, the spider and its
     components, ready to run."""
 
-    def __init__(
-        self, welcome: dict[str, Any], spiders_dir: Path, concurrency: int | None
-    ) -> None:
+    def __init__(self, welcome: dict[str, Any], spiders_dir: Path, concurrency: int | None) -> None:
         self.worker_id: str = welcome["worker_id"]
         overrides = {"concurrency": concurrency} if concurrency else {}
         self.settings = Settings.merge(welcome["settings"], overrides)

@@ -1,0 +1,141 @@
+"""The entry points of ``python -m spiderfarm.server`` and ``python -m spiderfarm.worker``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from ..client import FrontierClient
+from ..errors import SpiderfarmError
+from ..feeds import FeedSpec
+from ..security import (
+    AUTHKEY_ENV,
+    load_authkey,
+    parse_address,
+    require_strong_key,
+    write_new_authkey,
+)
+from ..server import FarmServer
+from .common import (
+    add_spider_options,
+    feed_specs,
+    join_stdout_feeds,
+    report_problems,
+    require_authkey,
+    run_async,
+    server_config,
+    settings_help,
+    setup_logging,
+    stdout_for_items,
+    write_dead_letters,
+)
+from .crawl import summary_lines
+
+
+def server_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m spiderfarm.server``: the frontier alone, for workers on other machines."""
+    parser = argparse.ArgumentParser(
+        prog="python -m spiderfarm.server",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a crawl's frontier to workers that connect over TCP.",
+    )
+    add_spider_options(parser)
+    parser.add_argument(
+        "--bind",
+        default="127.0.0.1:5000",
+        metavar="HOST:PORT",
+        help="address to listen on (default %(default)s; port 0 picks one)",
+    )
+    parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
+    args = parser.parse_args(join_stdout_feeds(argv))
+    setup_logging(args.log_level if args.log_level != "WARNING" else "INFO")
+    try:
+        feeds = feed_specs(args)
+    except SpiderfarmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with stdout_for_items(feeds):
+        return _serve(args, feeds)
+
+
+def _serve(args: argparse.Namespace, feeds: list[FeedSpec]) -> int:
+    try:
+        key = load_authkey(args.authkey_file, os.environ.get(AUTHKEY_ENV))
+        bind = parse_address(args.bind)
+        if key is None:
+            key, path = write_new_authkey()
+            print(
+                f"authkey written to {path} (mode 0600): give it to workers with --authkey-file",
+                flush=True,
+            )
+        require_strong_key(key, bind[0])
+        server = FarmServer(server_config(args, bind, key, feeds))
+        server.seed()
+        host, port = server.listen()
+    except SpiderfarmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"spiderfarm server listening on {host}:{port}", flush=True)
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            raise KeyboardInterrupt
+        stopping = True
+        server.request_close("shutdown")  # no lock in a handler: it may interrupt its holder
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, on_signal)
+    try:
+        server.wait()
+        server.linger(expected_workers=1_000_000, timeout_s=10)
+    except KeyboardInterrupt:
+        server.stop()
+        report_problems(server)
+        return 130
+    server.stop()
+    status = server.frontier.status(detail=True)
+    for line in summary_lines(status, feeds):
+        print(line, flush=True)
+    if args.dead_letters:
+        write_dead_letters(args.dead_letters, status["dead_letters"])
+    return 1 if report_problems(server) else 0
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m spiderfarm.worker``: connect to a server and crawl until it is done."""
+    from ..worker import Worker  # here, not at the top: only workers need aiohttp loaded
+
+    parser = argparse.ArgumentParser(
+        prog="python -m spiderfarm.worker", description="Crawl for a spiderfarm server."
+    )
+    parser.add_argument("--connect", required=True, metavar="HOST:PORT")
+    parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
+    parser.add_argument("--concurrency", type=int, help="requests in flight (default: setting)")
+    parser.add_argument("--spiders-dir", default="spiders")
+    parser.add_argument(
+        "--give-up-s",
+        type=float,
+        default=30.0,
+        help="how long to keep retrying an unreachable server (default %(default)s)",
+    )
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        key = require_authkey(args.authkey_file)
+        client = FrontierClient(parse_address(args.connect), key, give_up_s=args.give_up_s)
+        worker = Worker(client, spiders_dir=args.spiders_dir, concurrency=args.concurrency)
+        return int(run_async(worker.run()))
+    except SpiderfarmError as exc:
+        print(f"error: worker: {exc}", file=sys.stderr)
+        return 2
