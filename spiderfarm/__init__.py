@@ -37,6 +37,7 @@ from .http import (
 )
 from .item import Field, Item
 from .selector import Selector, SelectorList
+from .service import FarmClient, connect
 from .settings import VERSION as __version__
 from .settings import Settings
 from .spider import Spider
@@ -45,6 +46,7 @@ __all__ = [
     "CloseSpider",
     "ConnectError",
     "DropItem",
+    "FarmClient",
     "FeedError",
     "FetchError",
     "Field",
@@ -68,4 +70,5 @@ __all__ = [
     "TextResponse",
     "XmlResponse",
     "__version__",
+    "connect",
 ]

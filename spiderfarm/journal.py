@@ -31,12 +31,14 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS dead_letters (
     rid INTEGER PRIMARY KEY, url TEXT NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (rid INTEGER PRIMARY KEY, root TEXT NOT NULL);
 """
 _ADD = "INSERT INTO requests (rid, fp, host, wire) VALUES (?, ?, ?, ?)"
 _ATTEMPT = "UPDATE requests SET attempt = ? WHERE rid = ?"
 _DONE = "UPDATE requests SET done = 1 WHERE rid = ?"
 _DEAD = "INSERT OR REPLACE INTO dead_letters (rid, url, reason, attempts) VALUES (?, ?, ?, ?)"
 _META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+_ROOT = "INSERT OR REPLACE INTO roots (rid, root) VALUES (?, ?)"
 
 #: A commit that fails with one of these (disk full, an I/O error, a locked database) is
 #: not any op's fault: nothing is written, and the same ops are committed again later.
@@ -49,12 +51,14 @@ _WHAT = {
     "done": "the end of",
     "attempt": "the retry count of",
     "dead": "the dead letter",
+    "root": "the submitted URL behind",
 }
 _SKIPPED = {
     "add": "a resumed crawl will not have it",
     "done": "a resumed crawl fetches it again",
     "attempt": "a resumed crawl counts its attempts from the last one written",
     "dead": "a resumed crawl fetches it again",
+    "root": "a resumed crawl gives no result for it",
 }
 
 
@@ -125,6 +129,13 @@ class Journal:
         for rid, host, wire, attempt in rows:
             yield rid, host, pickle.loads(wire), attempt
 
+    def roots(self) -> Iterator[tuple[int, str]]:
+        """Service mode: the submitted URL each request not done descends from."""
+        yield from self._db.execute(
+            "SELECT roots.rid, roots.root FROM roots JOIN requests USING (rid) "
+            "WHERE requests.done = 0"
+        )
+
     def commit(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> int:
         """Write ``ops`` and ``meta`` in one transaction; returns how many ops were skipped.
 
@@ -145,7 +156,7 @@ class Journal:
             return self._commit_each(ops, meta)
 
     def _commit_all(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> None:
-        adds, dones, attempts, dead = [], [], [], []
+        adds, dones, attempts, dead, roots = [], [], [], [], []
         for op in ops:
             kind = op[0]
             if kind == "add":
@@ -156,6 +167,8 @@ class Journal:
                 dones.append((op[1],))
             elif kind == "attempt":
                 attempts.append((op[2], op[1]))
+            elif kind == "root":
+                roots.append(op[1:])
             else:  # dead
                 dones.append((op[1],))
                 dead.append(op[1:])
@@ -166,6 +179,7 @@ class Journal:
             db.executemany(_ATTEMPT, attempts)
             db.executemany(_DONE, dones)
             db.executemany(_DEAD, dead)
+            db.executemany(_ROOT, roots)
             db.executemany(_META, list(meta.items()))
             db.execute("COMMIT")
         except BaseException:
@@ -213,6 +227,8 @@ class Journal:
             db.execute(_DONE, (op[1],))
         elif kind == "attempt":
             db.execute(_ATTEMPT, (op[2], op[1]))
+        elif kind == "root":
+            db.execute(_ROOT, op[1:])
         else:  # dead
             db.execute(_DONE, (op[1],))
             db.execute(_DEAD, op[1:])

@@ -3,8 +3,14 @@
 Built on CPython's ``multiprocessing.managers.Server`` with its rough edges filed off:
 the HMAC handshake runs off the accept loop against one deadline for the whole exchange,
 unauthenticated peers are capped in number, dropped before anything is unpickled, and
-counted in a rate-limited log line, and only ``create`` and ``accept_connection`` are
-reachable (no remote ``shutdown``).
+counted in a rate-limited log line, and only ``create``, ``accept_connection`` and the
+three calls a stock ``BaseManager`` client makes around them (``dummy`` on ``connect()``,
+``incref``/``decref`` for its proxies) are reachable: no remote ``shutdown``, no
+``debug_info``, nothing but the registry's objects.
+
+A method served over a connection can ask whether its peer is still there while it waits
+(``peer_alive``), and can ask to hear of it when its reply could not be sent
+(``on_reply_lost``): the result queue puts back what a vanished client never received.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from multiprocessing.managers import Server
@@ -29,6 +36,8 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_HANDSHAKES",
     "ManagerServer",
+    "on_reply_lost",
+    "peer_alive",
 ]
 
 #: One deadline for the whole handshake (challenge, answer, welcome), counted from accept.
@@ -85,6 +94,59 @@ class _HandshakeChannel:
                 raise EOFError("the peer closed the connection during the handshake")
             data += chunk
         return data
+
+
+class _Serving(threading.local):
+    """The connection this thread serves, and what to do if its next reply is lost."""
+
+    conn: Connection | None = None
+    on_lost: Callable[[], None] | None = None
+
+
+_SERVING = _Serving()
+
+
+def peer_alive() -> bool:
+    """In a served method: False once the peer of this thread's connection has gone (it
+    closed its end: a client waiting for a reply sends nothing, so a readable socket
+    means end of file). True outside a served connection."""
+    conn = _SERVING.conn
+    if conn is None:
+        return True
+    try:
+        return not conn.poll(0)
+    except (OSError, EOFError):
+        return False
+
+
+def on_reply_lost(callback: Callable[[], None]) -> None:
+    """In a served method: run ``callback`` if the reply it is about to return cannot be
+    sent (the peer has gone); forgotten once the reply is sent."""
+    _SERVING.on_lost = callback
+
+
+class _GuardedConnection:
+    """The connection ``Server.serve_client`` reads from and replies on, telling a reply
+    that could not be sent to whoever asked (``on_reply_lost``)."""
+
+    __slots__ = ("_conn", "recv")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.recv = conn.recv
+
+    def send(self, obj: Any) -> None:
+        try:
+            self._conn.send(obj)
+        except BaseException:
+            lost, _SERVING.on_lost = _SERVING.on_lost, None
+            if lost is not None:
+                lost()
+            raise
+        _SERVING.on_lost = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 class _DropReport:
@@ -151,7 +213,8 @@ def _peer_name(address: Any) -> str:
 class ManagerServer(Server):
     """Serves one registry of shared objects to authenticated workers."""
 
-    public = ["create", "accept_connection"]  # noqa: RUF012 - overrides Server.public
+    # Server.public, narrowed: see the module docstring.
+    public = ["create", "accept_connection", "dummy", "incref", "decref"]  # noqa: RUF012
     listener: Listener
     authkey: bytes
 
@@ -165,8 +228,11 @@ class ManagerServer(Server):
         max_pending: int = MAX_HANDSHAKES,
         max_connections: int = MAX_CONNECTIONS,
         report_every_s: float = DROP_REPORT_EVERY_S,
+        unknown_hint: str = "",
     ) -> None:
         super().__init__(registry, address, authkey, "pickle")
+        self.unknown_hint = unknown_hint  # after "'NAME' is not served here"
+        self._served = frozenset(registry)
         # Server listens with a backlog of 16: a farm's workers (re)connecting at once
         # would see SYNs dropped and wait a second per retry. Listening again raises it.
         self.listener._listener._socket.listen(socket.SOMAXCONN)  # type: ignore[attr-defined]
@@ -187,6 +253,21 @@ class ManagerServer(Server):
 
     def start(self) -> None:
         threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()
+
+    def create(self, c: Any, typeid: str, /, *args: Any, **kwds: Any) -> Any:
+        """``Server.create``, for the registry's names only; another gets a clear error."""
+        if typeid not in self._served:
+            raise ValueError(f"{typeid!r} is not served here{self.unknown_hint}")
+        return super().create(c, typeid, *args, **kwds)
+
+    def serve_client(self, conn: Connection) -> None:
+        """Serve calls on ``conn`` (after ``accept_connection``), as the stock server does,
+        with ``peer_alive`` and ``on_reply_lost`` available to the methods it runs."""
+        _SERVING.conn, _SERVING.on_lost = conn, None
+        try:
+            super().serve_client(cast(Connection, _GuardedConnection(conn)))
+        finally:
+            _SERVING.conn = _SERVING.on_lost = None
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -50,6 +50,7 @@ __all__ = [
     "W_CALLBACK",
     "W_DEPTH",
     "W_DONT_FILTER",
+    "W_META",
     "W_PRIORITY",
     "W_URL",
     "Info",
@@ -85,6 +86,7 @@ WireRequest = tuple[
 # Final ints let the type checker see which field of the tuple each index reads.
 W_URL: Final = 0
 W_CALLBACK: Final = 1
+W_META: Final = 5
 W_PRIORITY: Final = 6
 W_DONT_FILTER: Final = 7
 W_DEPTH: Final = 9

@@ -102,6 +102,16 @@ class Settings:
         "empty: all (CSV: the first item's keys) (comma-separated with -s)",
         None,
     )
+    # service mode (--serve)
+    idle_close_s: float = _opt(
+        0.0, "with --serve: close after this long with nothing queued or leased; 0: never"
+    )
+    result_queue_size: int = _opt(
+        10_000, "with --serve: results held for clients; past it, dropped (the feed has them)", 1
+    )
+    result_queue_bytes: int = _opt(
+        256 * 2**20, "with --serve: the held results' items, in bytes; past it, dropped as above", 1
+    )
 
     def __post_init__(self) -> None:
         if self.politeness_key not in ("host", "domain", "ip"):
@@ -161,13 +171,14 @@ SCRAPY_SETTINGS: dict[str, str] = {
     "DEFAULT_REQUEST_HEADERS": "default_headers",
     "DEPTH_LIMIT": "depth_limit",
     "DEPTH_PRIORITY": "depth_priority",
+    "DOWNLOADER_MIDDLEWARES": "downloader_middlewares",
     "DOWNLOAD_DELAY": "delay_s",
     "DOWNLOAD_MAXSIZE": "max_body_bytes",
     "DOWNLOAD_TIMEOUT": "timeout_s",
-    "DOWNLOADER_MIDDLEWARES": "downloader_middlewares",
     "FEED_EXPORT_FIELDS": "feed_fields",
     "HTTPERROR_ALLOWED_CODES": "handle_httpstatus_list",
     "ITEM_PIPELINES": "item_pipelines",
+    "MAX_IDLE_TIME_BEFORE_CLOSE": "idle_close_s",  # scrapy-redis
     "RANDOMIZE_DOWNLOAD_DELAY": "randomize_delay",
     "REDIRECT_MAX_TIMES": "max_redirects",
     "RETRY_HTTP_CODES": "retry_http_codes",

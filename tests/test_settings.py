@@ -4,6 +4,7 @@ unknown keys and bad values."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -258,3 +259,13 @@ def test_a_scrapy_setting_without_counterpart_is_named() -> None:
         Settings.merge({"HTTPCACHE_ENABLED": True})
     with pytest.raises(SettingsError, match=r"did you mean 'DOWNLOAD_DELAY'"):
         Settings.merge({"DOWNLOAD_DELAYS": 1})
+
+
+def test_the_readme_lists_every_setting_with_its_default_and_meaning() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [
+        name
+        for name, default, text in Settings.describe()
+        if f"| `{name}` | `{default}` | {text} |" not in readme
+    ]
+    assert missing == []

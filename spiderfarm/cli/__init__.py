@@ -1,7 +1,8 @@
 """The command line: ``crawl``, ``demo``, ``status``, and the server and worker entry points.
 
 The only place that configures logging or picks uvloop. One module per command:
-``crawl`` (``crawl`` and ``demo``), ``status``, ``serve`` (``spiderfarm.server`` and
+``crawl`` (``crawl`` and ``demo``), ``status``, ``clients`` (``push`` and ``results``),
+``serve`` (``spiderfarm.server`` and
 ``spiderfarm.worker``); ``common`` holds what they share.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from ..errors import SpiderfarmError
 from ..settings import VERSION
+from .clients import add_client_commands, run_push, run_results
 from .common import add_spider_options, join_stdout_feeds, settings_help, setup_logging
 from .crawl import run_crawl, run_demo, summary_lines
 from .serve import server_main, worker_main
@@ -44,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes (default: CPU count, %(default)s)",
     )
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    crawl.add_argument(
+        "--bind", default="127.0.0.1:0", metavar="HOST:PORT",
+        help="where the farm listens (default %(default)s: loopback, a free port)",
+    )  # fmt: skip
+    crawl.add_argument(
+        "--authkey-file",
+        help="the farm's key (with --serve, a new key file is written if none is given)",
+    )
     demo = sub.add_parser(
         "demo",
         help="crawl a bundled local demo site and print the summary",
@@ -74,13 +84,20 @@ def _parser() -> argparse.ArgumentParser:
         help="refresh in place every S seconds (default 2) until the crawl finishes",
     )  # fmt: skip
     status.add_argument("--log-level", default="WARNING")
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(join_stdout_feeds(argv))
     setup_logging(args.log_level)
-    handlers = {"crawl": run_crawl, "demo": run_demo, "status": run_status}
+    handlers = {
+        "crawl": run_crawl,
+        "demo": run_demo,
+        "status": run_status,
+        "push": run_push,
+        "results": run_results,
+    }
     try:
         if getattr(args, "workers", 1) < 1:
             raise SpiderfarmError("--workers must be at least 1")

@@ -101,6 +101,12 @@ def add_spider_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dead-letters", metavar="FILE", help="write requests that failed for good here (JSONL)"
     )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="service mode: do not finish when the queue empties; take work from the task "
+        "queue (push, spiderfarm.connect) and give results (results); see idle_close_s",
+    )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
 
 
@@ -144,6 +150,7 @@ def server_config(
         bind=bind,
         authkey=authkey,
         job_dir=getattr(args, "job_dir", None),
+        serve=bool(getattr(args, "serve", False)),
     )
 
 

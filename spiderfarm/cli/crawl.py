@@ -16,7 +16,13 @@ from typing import Any
 
 from ..errors import SpiderfarmError
 from ..feeds import FeedSpec
-from ..security import AUTHKEY_ENV
+from ..security import (
+    AUTHKEY_ENV,
+    load_authkey,
+    parse_address,
+    require_strong_key,
+    write_new_authkey,
+)
 from ..server import FarmServer
 from .common import (
     feed_specs,
@@ -74,6 +80,9 @@ def summary_lines(status: dict[str, Any], feeds: Sequence[object] = ()) -> list[
     }
     for key in sorted(filtered):
         lines.append(f"  {key}: {filtered[key]}")
+    dropped = status.get("results", {}).get("dropped", 0)
+    if dropped:
+        lines.append(f"  results dropped (the result queue was full): {dropped}")
     for host, h in sorted(status.get("hosts", {}).items()):
         if h["failures"] >= 3:
             lines.append(
@@ -125,11 +134,35 @@ def run_crawl(args: argparse.Namespace) -> int:
         return _crawl(args, feeds, items_on_stdout)
 
 
+def _crawl_address(args: argparse.Namespace) -> tuple[tuple[str, int], bytes, str]:
+    """Where ``crawl`` listens and its key: a fresh key only its workers know, unless
+    clients must reach it (``--serve``: the key from ``--authkey-file`` or a new file)."""
+    bind = parse_address(args.bind)
+    key_file = args.authkey_file or ""
+    key = load_authkey(args.authkey_file, None) if key_file else None
+    if key is None and args.serve:
+        key, path = write_new_authkey()
+        key_file = str(path)
+    if key is None:
+        key = secrets.token_bytes(32)
+    require_strong_key(key, bind[0])
+    return bind, key, key_file
+
+
 def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: bool) -> int:
-    authkey = secrets.token_bytes(32)
-    server = FarmServer(server_config(args, ("127.0.0.1", 0), authkey, feeds))
+    bind, authkey, key_file = _crawl_address(args)
+    server = FarmServer(server_config(args, bind, authkey, feeds))
     server.seed()
     address = server.listen()
+    if args.serve:
+        where = f"{address[0]}:{address[1]}"
+        key_hint = f" --authkey-file {key_file}" if key_file else ""
+        print(
+            f"serving on {where}: push work with `python -m spiderfarm push --connect "
+            f"{where}{key_hint} URLS.txt`, read results with `python -m spiderfarm results "
+            f"--connect {where}{key_hint}`; Ctrl-C stops",
+            flush=True,
+        )
     workers = _spawn_workers(
         args.workers, address, authkey, args.spiders_dir, args.log_level,
         stdout=sys.stderr.fileno() if items_on_stdout else None,  # a spider's print()s too
@@ -219,6 +252,9 @@ def run_demo(args: argparse.Namespace) -> int:
             workers=args.workers,
             quiet=False,
             dead_letters=None,
+            serve=False,
+            bind="127.0.0.1:0",
+            authkey_file=None,
         )
         return run_crawl(crawl_args)
     finally:

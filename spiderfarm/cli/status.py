@@ -51,6 +51,12 @@ def status_table(status: dict[str, Any], where: str = "", busiest: int = 20) -> 
         f"{status['queued']}   in flight {status['in_flight']}   seen {status['seen']}   "
         f"errors {sum(failed.values())}   dead letters {stats.get('dead_letters', 0)}",
     ]
+    results = status.get("results")
+    if results is not None:  # service mode
+        lines.append(
+            f"  results: {results['held']} held (of {results['max_results']}), "
+            f"{results['taken']} taken, {results['dropped']} dropped (the queue was full)"
+        )
     workers = status.get("worker_detail", {})
     if workers:
         lines += ["", f"  {'worker':<40} {'state':<6} {'leases':>6} {'last seen':>10} "

@@ -21,6 +21,7 @@ from .hosts import Scheduler
 from .leases import Leases, Worker
 from .ledger import Ledger
 from .limits import Limits
+from .results import Results
 
 logger = logging.getLogger("spiderfarm.frontier")
 
@@ -39,10 +40,15 @@ class Frontier:
         write_items: Callable[[list[str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         journaled: bool = False,
+        serving: bool = False,
     ) -> None:
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
+        # Idle workers of a serving farm wait here for work (wait_for_work), woken by
+        # whatever may have made some: a submission, an ack, a reclaimed lease, a close.
+        self._work = threading.Condition(self._lock)
+        self._waiting = 0
         self.stats: Counter[str] = Counter()
         # The journal's changes since the last checkpoint (None: not journaled): _journal.
         self._ops: list[tuple[Any, ...]] | None = [] if journaled else None
@@ -55,6 +61,12 @@ class Frontier:
             self.stats, self._journal,
         )  # fmt: skip
         self.dead_letters = self._ledger.dead_letters
+        #: Service mode's results for clients (None unless ``serving``).
+        self.results: Results | None = None
+        if serving:
+            self._limits.serving = True
+            self.results = Results(settings.result_queue_size, settings.result_queue_bytes)
+            self._ledger.results = self.results
 
     def _journal(self, op: tuple[Any, ...]) -> None:
         """Record one change for the next checkpoint (``journal.py`` applies them)."""
@@ -79,6 +91,10 @@ class Frontier:
         return self._limits.finished_at
 
     @property
+    def serving(self) -> bool:
+        return self._limits.serving
+
+    @property
     def start_wanted(self) -> threading.Event:
         """Set when the start feeder should read more (or stop: the crawl is closing)."""
         return self._limits.start_wanted
@@ -87,7 +103,28 @@ class Frontier:
     def push(self, entries: Sequence[PushEntry]) -> int:
         """Queue new requests; returns how many were accepted."""
         with self._lock:
-            return self._ledger.push(entries)
+            accepted = self._ledger.push(entries)
+            self._wake()
+            return accepted
+
+    def submit(self, entries: Sequence[PushEntry]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Service mode: queue requests a client submitted, each the root of the results
+        it leads to. Returns the URLs accepted and (url, reason) for each filtered
+        out (a duplicate, offsite, too deep, disallowed by a known robots.txt): each of
+        those has its result already. Accepted even while closing, as links are."""
+        with self._lock:
+            accepted, refused = self._ledger.submit(entries)
+            self.stats["submitted"] += len(entries)
+            self._wake()
+            return accepted, refused
+
+    def _idle(self) -> bool:
+        return self._limits.serving and self._limits.state == RUNNING and not self._scheduler.queued
+
+    def _wake(self) -> None:
+        """Wake the workers waiting for work, if any (under the lock)."""
+        if self._waiting and not self._idle():
+            self._work.notify_all()
 
     # -- the start stream (start.py) ----------------------------------------------
     def open_start(self) -> None:
@@ -120,12 +157,15 @@ class Frontier:
 
     # -- the workers' calls --------------------------------------------------------
     def exchange(
-        self, worker: str, outcomes: Sequence[Outcome], want: int
+        self, worker: str, outcomes: Sequence[Outcome], want: int, wait_s: float = 0.0
     ) -> tuple[list[Lease], list[int], str]:
         """Apply ``outcomes``, then lease up to ``want`` requests to ``worker``.
 
         Returns the new leases, the ids of outcomes refused because their lease was no
         longer this worker's, and the crawl state (``running``/``closing``/``finished``).
+        With ``wait_s``, a worker that holds nothing, asks for work and gets none from a
+        serving crawl with nothing queued waits up to that long for some to come (a
+        long poll: an idle farm makes no busy round trips).
         """
         with self._lock:
             now = self._clock()
@@ -136,6 +176,18 @@ class Frontier:
             self._limits.check_deadline(now)
             leases = self._lease(state, want, now) if want > 0 else []
             self._check_finished(now)
+            if self._waiting:
+                self._wake()
+            if wait_s and want > 0 and not leases and not state.leases and self._idle():
+                self._waiting += 1
+                try:
+                    self._work.wait_for(lambda: not self._idle(), wait_s)
+                finally:
+                    self._waiting -= 1
+                now = self._clock()
+                state = self._leases.seen(worker, now)
+                leases = self._lease(state, want, now)
+                self._check_finished(now)
             return leases, refused, self._limits.state
 
     def _lease(self, worker: Worker, want: int, now: float) -> list[Lease]:
@@ -181,6 +233,7 @@ class Frontier:
             if lease_ids is not None:
                 self._ledger.reclaim(lease_ids, self._clock())
                 self._check_finished(self._clock())
+                self._wake()
 
     # -- housekeeping and the end --------------------------------------------------
     def tick(self) -> str:
@@ -189,6 +242,7 @@ class Frontier:
             now = self._clock()
             self._reap(now)
             self._check_finished(now)
+            self._wake()
             return self._limits.state
 
     def close(self, reason: str) -> None:
@@ -196,6 +250,7 @@ class Frontier:
         with self._lock:
             self._limits.close(reason)
             self._check_finished(self._clock())
+            self._wake()
 
     def _check_finished(self, now: float) -> None:
         self._limits.check_finished(now, len(self._leases), self._scheduler)
@@ -217,6 +272,8 @@ class Frontier:
                 "elapsed_s": end - limits.started_at,
                 "stats": dict(self.stats),
             }
+            if self.results is not None:
+                snapshot["results"] = self.results.counts()
             if detail:
                 snapshot["dead_letters"] = list(self.dead_letters)
                 snapshot["worker_detail"] = self._leases.detail(now)
@@ -252,10 +309,11 @@ class Frontier:
         queued: Iterable[tuple[int, str, WireRequest, int]],
         stats: dict[str, int],
         dead_letters: Iterable[tuple[str, str, int]],
+        roots: Iterable[tuple[int, str]] = (),
     ) -> int:
         """Load a journal's state before any worker connects; returns the queued count."""
         with self._lock:
-            self._ledger.restore(fingerprints, queued)
+            self._ledger.restore(fingerprints, queued, roots)
             self.stats.update(stats)
             self.dead_letters.extend(dead_letters)
             self._limits.restore()

@@ -18,6 +18,7 @@ from ..protocol import (
     W_CALLBACK,
     W_DEPTH,
     W_DONT_FILTER,
+    W_META,
     W_URL,
     Outcome,
     PushEntry,
@@ -30,6 +31,7 @@ from ..urls import host_allowed, host_of
 from .hosts import Host, Scheduler
 from .leases import Leased, Leases, Worker
 from .limits import Limits
+from .results import Results
 
 logger = logging.getLogger("spiderfarm.frontier")
 
@@ -56,7 +58,8 @@ class Ledger:
 
     __slots__ = (
         "_allowed", "_hosts", "_journal", "_leases", "_limits", "_robots", "_scheduler",
-        "_settings", "_settled", "_stats", "_throttle", "dead_letters", "next_rid", "seen",
+        "_settings", "_settled", "_stats", "_throttle", "dead_letters", "next_rid", "results",
+        "roots", "seen",
     )  # fmt: skip
 
     def __init__(
@@ -88,10 +91,21 @@ class Ledger:
         self.seen: set[int] = set()
         self.next_rid = 1
         self.dead_letters: list[tuple[str, str, int]] = []
+        # Service mode: the submitted URL each request descends from, by request id, for
+        # requests not finished yet, and where their results go (None: not serving).
+        self.roots: dict[int, str] = {}
+        self.results: Results | None = None
 
     # -- requests in ---------------------------------------------------------------
-    def push(self, entries: Sequence[PushEntry]) -> int:
-        """Queue new requests; returns how many were accepted."""
+    def push(
+        self,
+        entries: Sequence[PushEntry],
+        refused: list[tuple[PushEntry, str]] | None = None,
+        root: str | None = None,
+    ) -> int:
+        """Queue new requests; returns how many were accepted. With ``refused``, each
+        entry filtered out is added to it with the counter that says why; with ``root``
+        (service mode), the accepted ones descend from that submitted URL."""
         # Accepted even while closing: a stopped crawl keeps the links its last pages
         # found, so that a resumed one (--job-dir) misses nothing.
         seen, allowed, depth_limit = self.seen, self._allowed, self._settings.depth_limit
@@ -101,21 +115,31 @@ class Ledger:
         # Without robots.txt every request is queued at once: no admit call (hot path).
         scheduler = self._scheduler if self._robots is None else None
         accepted = 0
-        for fp, host, wire in entries:
+        for entry in entries:
+            fp, host, wire = entry
             if allowed and not host_allowed(host if key_is_host else host_of(wire[W_URL]), allowed):
                 stats["filtered/offsite"] += 1
+                if refused is not None:
+                    refused.append((entry, "filtered/offsite"))
                 continue
             if depth_limit and wire[W_DEPTH] > depth_limit:
                 stats["filtered/depth"] += 1
+                if refused is not None:
+                    refused.append((entry, "filtered/depth"))
                 continue
             if not wire[W_DONT_FILTER]:
                 if fp in seen:
                     stats["filtered/duplicate"] += 1
+                    if refused is not None:
+                        refused.append((entry, "filtered/duplicate"))
                     continue
                 seen.add(fp)
             rid = self.next_rid
             self.next_rid += 1
             journal(("add", rid, fp, host, wire))
+            if root is not None:
+                self.roots[rid] = root
+                journal(("root", rid, root))
             if scheduler is not None:
                 scheduler.enqueue(host, rid, wire, 0)
             else:
@@ -139,19 +163,60 @@ class Ledger:
             self._robots.hold(url, (rid, key, wire, attempt))
             self._scheduler.hold()
         else:
-            self._stats[_DROPPED[admission]] += 1
+            reason = _DROPPED[admission]
+            self._stats[reason] += 1
             self._journal(("done", rid))
+            root = self.roots.pop(rid, None) if self.roots else None
+            if root == url:  # a submitted request; links a page found give no result here
+                self._result(root, wire, False, 0, reason, [])
 
     def restore(
-        self, fingerprints: Iterable[int], queued: Iterable[tuple[int, str, WireRequest, int]]
+        self,
+        fingerprints: Iterable[int],
+        queued: Iterable[tuple[int, str, WireRequest, int]],
+        roots: Iterable[tuple[int, str]] = (),
     ) -> None:
-        """Load a journal's seen set and queue."""
+        """Load a journal's seen set, queue and (service mode) roots."""
         self.seen.update(fingerprints)
+        self.roots.update(roots)
         last = 0
         for rid, host, wire, attempt in queued:
             self.admit(rid, host, wire, attempt)
             last = max(last, rid)
         self.next_rid = max(self.next_rid, last + 1)
+
+    # -- service mode ------------------------------------------------------------------
+    def submit(self, entries: Sequence[PushEntry]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Queue requests a client submitted, each the root of the results it leads to;
+        returns the URLs accepted, and (url, reason) for each filtered out (which has its
+        result already)."""
+        refused: list[tuple[PushEntry, str]] = []
+        accepted: list[str] = []
+        for entry in entries:  # each its own root
+            url = entry[2][W_URL]
+            if self.push((entry,), refused, url):
+                accepted.append(url)
+        for (_, _, wire), reason in refused:
+            self._result(wire[W_URL], wire, False, 0, reason, [])
+        return accepted, [(wire[W_URL], reason) for (_, _, wire), reason in refused]
+
+    def _end(
+        self, rid: int, wire: WireRequest, ok: bool, status: int, reason: str | None,
+        items: list[str],
+    ) -> str | None:  # fmt: skip
+        """A request has finished: its result, if it descends from a submitted one.
+        Returns its root (None if it has none)."""
+        root = self.roots.pop(rid, None)
+        if root is not None:
+            self._result(root, wire, ok, status, reason, items)
+        return root
+
+    def _result(
+        self, root: str, wire: WireRequest, ok: bool, status: int, reason: str | None,
+        items: list[str],
+    ) -> None:  # fmt: skip
+        if self.results is not None:
+            self.results.put((wire[W_URL], ok, status or None, reason, items, wire[W_META], root))
 
     def _robots_result(
         self, key: str, wire: WireRequest, reason: str, text: str, now: float
@@ -205,6 +270,7 @@ class Ledger:
                 host.errors += 1
                 stats["failed/bad_outcome"] += 1
                 self._dead_letter(rid, wire, "bad_outcome", attempt + 1)
+                self._end(rid, wire, False, 0, "bad_outcome", [])
             self._scheduler.schedule(key, host, now)
         return True
 
@@ -231,6 +297,7 @@ class Ledger:
             host.errors += 1
             stats["failed/bad_outcome"] += 1
             self._done(rid)
+            self._end(rid, wire, False, 0, "bad_outcome", [])
         elif kind in ("fail", "retry"):
             self._apply_failure(key, host, rid, wire, attempt, kind, reason, outcome, now)
             if notes:
@@ -245,12 +312,18 @@ class Ledger:
                 host.pages += 1
                 stats["pages"] += 1
             self._done(rid)
+            root = None
+            if self.roots:  # service mode: a skipped request (a middleware's doing) is not ok
+                skipped = kind == "skip"
+                root = self._end(
+                    rid, wire, not skipped, info[0], "skipped" if skipped else None, items
+                )
             if kind == "close":  # a callback raised CloseSpider(reason)
                 self._limits.close(reason)
             elif reason:  # counters the worker noted: "callback_error,items/dropped*20"
                 self._count_notes(reason)
             if new_requests:
-                self.push(new_requests)
+                self.push(new_requests, None, root)
         self._scheduler.schedule(key, host, now)
 
     def _apply_failure(
@@ -277,9 +350,10 @@ class Ledger:
                 self._dead_letter(rid, wire, reason, attempt + 1)
             else:
                 self._done(rid)
+            root = self._end(rid, wire, False, info[0], reason, items) if self.roots else None
             # An errback's output travels with the final failure.
             if new_requests:
-                self.push(new_requests)
+                self.push(new_requests, None, root)
             if items:
                 self._limits.write(items)
 
@@ -312,6 +386,7 @@ class Ledger:
             else:
                 self._stats["failed/worker_lost"] += 1
                 self._dead_letter(rid, wire, "worker_lost", attempt + 1)
+                self._end(rid, wire, False, 0, "worker_lost", [])
             self._scheduler.schedule(key, host, now)
 
     # -- how a request ends, or goes round again -----------------------------------

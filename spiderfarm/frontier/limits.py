@@ -25,12 +25,15 @@ class Limits:
 
     ``handed_out`` counts the pages leased, against ``max_pages``. The start requests are
     a stream (start.py): the crawl is not over while it has more (``starting``), and the
-    feeder is woken (``start_wanted``) when the queue runs below ``start_low``.
+    feeder is woken (``start_wanted``) when the queue runs below ``start_low``. A
+    ``serving`` crawl (``--serve``) does not finish when its queue empties: it waits for
+    submitted work, and closes as ``idle_close`` after ``idle_close_s`` with nothing
+    queued or leased (``idle_since``), if that is set.
     """
 
     __slots__ = (
         "_settings", "_stats", "_write_items", "close_reason", "finished_at", "handed_out",
-        "start_low", "start_wanted", "started_at", "starting", "state",
+        "idle_since", "serving", "start_low", "start_wanted", "started_at", "starting", "state",
     )  # fmt: skip
 
     def __init__(
@@ -49,6 +52,8 @@ class Limits:
         self.finished_at = 0.0
         self.handed_out = 0
         self.starting = False
+        self.serving = False
+        self.idle_since: float | None = None
         self.start_low = 0
         self.start_wanted = threading.Event()
 
@@ -114,17 +119,33 @@ class Limits:
             return
         self.check_deadline(now)
         if leased:
+            self.idle_since = None
             return
         limit = self._settings.max_pages
         if limit and self.handed_out >= limit and not scheduler.owed and not scheduler.delayed:
             self.close("max_pages")  # every page handed out is done, and nothing is owed
-        if self.state == CLOSING or (scheduler.queued == 0 and not self.starting):
+        if self.serving and self.state == RUNNING:
+            self._check_idle(now, scheduler.queued == 0 and not self.starting)
+        if self.state == CLOSING or (
+            scheduler.queued == 0 and not self.starting and not self.serving
+        ):
             self.state = FINISHED
             self.close_reason = self.close_reason or "finished"
             self.finished_at = now
             self.start_wanted.set()  # the feeder, if waiting, learns the crawl is over
         elif self.starting and scheduler.queued < self.start_low:
             self.start_wanted.set()
+
+    def _check_idle(self, now: float, idle: bool) -> None:
+        """Service mode: close after ``idle_close_s`` idle, if it is set."""
+        if not idle:
+            self.idle_since = None
+            return
+        if self.idle_since is None:
+            self.idle_since = now
+        limit = self._settings.idle_close_s
+        if limit and now - self.idle_since >= limit:
+            self.close("idle_close")
 
     def restore(self) -> None:
         """Count what a resumed job's earlier runs did (their stats are loaded)."""

@@ -38,6 +38,15 @@ from ..settings import Settings
 from ..spider import load_spider
 from ..start import StartFeeder, StartStream, spider_state
 from ..urls import domain_of, host_of, ip_key_nowait
+from .queues import (
+    RESULT_EXPOSED,
+    RESULT_QUEUE,
+    TASK_EXPOSED,
+    TASK_QUEUE,
+    ResultQueue,
+    TaskQueue,
+    Tasks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +64,23 @@ class ServerConfig:
     bind: tuple[str, int] = ("127.0.0.1", 0)
     authkey: bytes = b""
     job_dir: Path | None = None
+    # --serve: wait for submitted work instead of finishing, and serve the two queues.
+    serve: bool = False
+
+
+#: How long an idle worker's exchange waits for work in a serving farm (a long poll).
+IDLE_WAIT_S = 2.0
 
 
 class FrontierService:
     """The object workers call through their proxies; every method returns plain data."""
 
-    def __init__(self, frontier: Frontier, welcome: dict[str, Any]) -> None:
+    def __init__(
+        self, frontier: Frontier, welcome: dict[str, Any], idle_wait_s: float = 0.0
+    ) -> None:
         self._frontier = frontier
         self.welcome = welcome
+        self._idle_wait_s = idle_wait_s
         self._ids = 0
         self._lock = threading.Lock()
         self.goodbyes: set[str] = set()
@@ -85,7 +103,7 @@ class FrontierService:
         except ValueError as exc:
             logger.error("worker %.200r: %s", worker_id, exc)
             raise
-        return self._frontier.exchange(worker_id, outcomes, want)
+        return self._frontier.exchange(worker_id, outcomes, want, self._idle_wait_s)
 
     def heartbeat(self, worker_id: str, lag_s: float) -> None:
         if not isinstance(worker_id, str) or type(lag_s) not in (int, float):
@@ -128,11 +146,12 @@ class FarmServer:
             allowed_domains=self.spider.allowed_domains,
             write_items=self.feed.write,
             journaled=self.journal is not None,
+            serving=config.serve,
         )
         if self.journal is not None and saved is not None:
             queued = self.frontier.restore(
                 self.journal.fingerprints(), self.journal.queued(), saved.stats,
-                saved.dead_letters,
+                saved.dead_letters, self.journal.roots(),
             )  # fmt: skip
             self.frontier.set_next_rid(saved.next_rid)
             logger.info("resuming from %s: %d requests queued", config.job_dir, queued)
@@ -152,10 +171,13 @@ class FarmServer:
                 "spider_args": dict(config.spider_args),
                 "settings": self.settings.to_dict(),
             },
+            # A worker of a serving farm may wait for work, well inside worker_timeout_s.
+            min(IDLE_WAIT_S, self.settings.worker_timeout_s / 4) if config.serve else 0.0,
         )
         self._server: ManagerServer | None = None
         self._feeder: StartFeeder | None = None
         self._close_requested = ""
+        self._tasks: Tasks | None = None  # service mode's task checks (made by seed)
         self.address: tuple[str, int] = config.bind
 
     def seed(self) -> int:
@@ -170,6 +192,7 @@ class FarmServer:
         policy = self.settings.politeness_key
         key_of = domain_of if policy == "domain" else ip_key_nowait if policy == "ip" else host_of
         fill = BlockingIpKeys().fill if policy == "ip" else None
+        self._tasks = Tasks(self.spider, key_of, BlockingIpKeys().fill if fill else None)
         self.frontier.open_start()
         self._feeder = StartFeeder(StartStream(self.spider, key_of), self.frontier, fill)
         try:
@@ -197,8 +220,20 @@ class FarmServer:
     def listen(self) -> tuple[str, int]:
         """Start accepting workers; returns the bound address (the real port for port 0)."""
         service = self.service
-        registry = {SERVICE: (lambda: service, EXPOSED, None, None)}
-        server = ManagerServer(registry, self.config.bind, self.config.authkey)
+        registry: dict[str, Any] = {SERVICE: (lambda: service, EXPOSED, None, None)}
+        if self.config.serve:
+            assert self._tasks is not None and self.frontier.results is not None, "seed first"
+            tasks, results = (
+                TaskQueue(self.frontier, self._tasks), ResultQueue(self.frontier.results)
+            )  # fmt: skip
+            registry[TASK_QUEUE] = (lambda: tasks, TASK_EXPOSED, None, None)
+            registry[RESULT_QUEUE] = (lambda: results, RESULT_EXPOSED, None, None)
+        server = ManagerServer(
+            registry, self.config.bind, self.config.authkey,
+            unknown_hint="" if self.config.serve else (
+                "; the task and result queues are served by a farm started with --serve"
+            ),
+        )  # fmt: skip
         self._server = server
         host, port = cast(tuple[str, int], server.address)
         self.address = (host, port)
