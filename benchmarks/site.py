@@ -57,7 +57,18 @@ http {{
     uwsgi_temp_path {root}/tmp/uwsgi;
     scgi_temp_path {root}/tmp/scgi;
     types {{
-        text/html html;
+        text/html html htm;
+        text/css css;
+        text/plain txt;
+        application/javascript js;
+        application/json json;
+        application/xml xml;
+        image/png png;
+        image/gif gif;
+        image/jpeg jpg jpeg;
+        image/svg+xml svg;
+        application/zip zip;
+        application/gzip gz;
     }}
     default_type text/html;
     charset utf-8;

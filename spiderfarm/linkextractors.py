@@ -19,8 +19,8 @@ from w3lib.html import strip_html5_whitespace
 from w3lib.url import canonicalize_url, safe_url_string
 
 from .link import Link
-from .response import JsonResponse, Response, TextResponse
-from .urls import FETCHABLE_SCHEMES, safe_url
+from .response import JsonResponse, Response, TextResponse, _join_key
+from .urls import FETCHABLE_SCHEMES, MAX_URL_LENGTH, SAFE_CHARS, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,24 @@ def _from_any_domain(url: str, domains: set[str]) -> bool:
     return any(n == d or n.endswith("." + d) for n in names for d in domains)
 
 
+def _has_extension(path: str, extensions: set[str], plain: bool) -> bool:
+    """Whether ``path`` ends with one of ``extensions`` (each starting with a dot), as
+    ``any(path.endswith(e) ...)`` says, in a set lookup per dot of the last segment when
+    no extension holds a slash (``plain``)."""
+    if not plain:
+        return any(path.endswith(ext) for ext in extensions)
+    at = path.rfind("/") + 1
+    while (at := path.find(".", at)) != -1:
+        if path[at:] in extensions:
+            return True
+        at += 1
+    return False
+
+
+#: Each extractor's URLs, by what they depend on; started over past this many.
+_CACHE_MAX = 100_000
+
+
 def _unique(links: list[Link]) -> list[Link]:
     seen: set[str] = set()
     kept = []
@@ -158,6 +176,17 @@ class LinkExtractor:
         self.deny_extensions = {"." + e for e in _to_list(deny_extensions)}
         self.strip = strip
         self.restrict_text = _regexes(restrict_text)
+        # The tags to look at, for lxml to find (not every element of the page), unless
+        # any tag will do.
+        self._iter_tags: tuple[str, ...] = (
+            () if "*" in self._tags
+            else (*self._tags, *(_XHTML_NAMESPACE + tag for tag in self._tags))
+        )  # fmt: skip
+        self._plain_extensions = not any("/" in e for e in self.deny_extensions)
+        # Raw attribute value (by what its join depends on) -> the URL it gives, or "" for
+        # one filtered out by the URL filters; only without process_value, which may be
+        # anything. Spiders reuse one extractor for every page of a crawl.
+        self._urls: dict[tuple[str, str, str], str] = {}
 
     def extract_links(self, response: Response) -> list[Link]:
         """The links of ``response`` that pass the filters, in page order (each URL once
@@ -173,7 +202,7 @@ class LinkExtractor:
         for doc in docs:
             if not isinstance(doc.root, etree._Element):  # a text or attribute result
                 continue
-            links = self._links_in(doc.root, response.url, response.encoding, base_url)
+            links = self._links_in(doc.root, response, base_url)
             found.extend(self._process_links(links))
         return _unique(found) if self.unique else found
 
@@ -186,35 +215,104 @@ class LinkExtractor:
         allowed = any(r.search(url) for r in self.allow_res) if self.allow_res else True
         return allowed and not any(r.search(url) for r in self.deny_res)
 
-    def _links_in(self, root: Any, page_url: str, encoding: str, base_url: str) -> list[Link]:
-        links = []
-        for el in root.iter(etree.Element):
+    def _links_in(self, root: Any, response: TextResponse, base_url: str) -> list[Link]:
+        """The links under ``root`` whose URL passes every URL filter (``restrict_text``
+        is left for ``_process_links``), each URL once when ``unique``."""
+        page_url, encoding = response.url, response.encoding
+        # Cached only where the result depends on the href and the page's directory (no
+        # <base href> elsewhere, no process_value); see response._join_key.
+        cacheable = self.process_value is None and base_url == page_url
+        directory, origin = response._base_dir, response._base_origin
+        if directory is None or origin is None:
+            cacheable = False
+        cache = self._urls
+        found: list[tuple[str, Any]] = []
+        elements = root.iter(*self._iter_tags) if self._iter_tags else root.iter(etree.Element)
+        for el in elements:
             if not _name_matches(self._tags, self._deny_tags, _local_name(el.tag)):
                 continue
             for name, value in el.attrib.items():
                 if not _name_matches(self._attrs, self._deny_attrs, name):
                     continue
-                try:
-                    if self.strip:
-                        value = strip_html5_whitespace(value)
-                    url = urljoin(base_url, value)
-                except ValueError:
-                    continue  # a value urljoin cannot parse (a broken IPv6 literal ...)
-                if self.process_value is not None:
-                    url = self.process_value(url)
-                    if url is None:
-                        continue
-                try:
-                    url = urljoin(page_url, safe_url_string(url, encoding=encoding))
-                except ValueError:
-                    logger.debug("skipping the link %r on %s: not a usable URL", url, page_url)
-                    continue
-                text = _string_content(el) or ""
-                links.append(Link(url, str(text), nofollow=_has_nofollow(el.get("rel"))))
-        return _unique(links) if self.unique else links
+                if self.strip:
+                    value = strip_html5_whitespace(value)
+                key = None
+                if cacheable and value:
+                    if value[0] == "#" and not (self.allow_res or self.deny_res):
+                        url = self._fragment_link(response, value)
+                        if url is not None:
+                            if url:
+                                found.append((url, el))
+                            continue
+                    join = _join_key(directory, origin, value)  # type: ignore[arg-type]
+                    if join is not None:
+                        key = (join[0], value, encoding)
+                        url = cache.get(key)
+                        if url is not None:
+                            if url:
+                                found.append((url, el))
+                            continue
+                url = self._url(value, response, page_url, encoding)
+                if key is not None:
+                    if len(cache) > _CACHE_MAX:
+                        cache.clear()
+                    cache[key] = url
+                if url:
+                    found.append((url, el))
+        if self.unique:
+            seen: set[str] = set()
+            kept = []
+            for url, el in found:
+                if url not in seen:
+                    seen.add(url)
+                    kept.append((url, el))
+            found = kept
+        return [
+            Link(url, str(_string_content(el) or ""), nofollow=_has_nofollow(el.get("rel")))
+            for url, el in found
+        ]
 
-    def _allowed(self, link: Link) -> bool:
-        url = link.url
+    def _url(self, value: str, response: TextResponse, page_url: str, encoding: str) -> str:
+        """The URL an attribute value gives, or ``""`` if it gives none that passes the
+        URL filters: joined, ``process_value``, made safe (w3lib, the page's encoding)
+        and joined again, as Scrapy does."""
+        try:
+            url = response.urljoin(value)
+        except ValueError:
+            return ""  # a value urljoin cannot parse (a broken IPv6 literal ...)
+        if self.process_value is not None:
+            url = self.process_value(url)
+            if url is None:
+                return ""
+        try:
+            url = urljoin(page_url, safe_url_string(url, encoding=encoding))
+        except ValueError:
+            logger.debug("skipping the link %r on %s: not a usable URL", url, page_url)
+            return ""
+        return url if self._url_allowed(url) else ""
+
+    def _fragment_link(self, response: TextResponse, value: str) -> str | None:
+        """A link to a fragment of the page itself (Sphinx and javadoc pages hold hundreds):
+        the page's own URL passed the filters once, and a fragment of safe characters
+        changes nothing they test but the length. None: take the general way."""
+        fragment = value[1:]
+        if not fragment or not fragment.isascii() or not SAFE_CHARS.issuperset(fragment):
+            return None
+        own = self._urls.get(("#", response.url, ""))
+        if own is None:
+            page = response.urljoin("#x")[:-2]
+            own = self._urls[("#", response.url, "")] = (
+                page if self._url(page, response, response.url, response.encoding) == page
+                else ""
+            )  # fmt: skip
+        if not own:
+            return ""
+        url = own + value
+        return url if len(url) <= MAX_URL_LENGTH else ""
+
+    def _url_allowed(self, url: str) -> bool:
+        """The filters on the URL alone: http(s), fetchable, ``allow``/``deny``, the
+        domains and ``deny_extensions``."""
         if url.partition("://")[0] not in FETCHABLE_SCHEMES:
             return False
         try:
@@ -231,12 +329,13 @@ class LinkExtractor:
             return False
         if self.deny_extensions:
             path = urlsplit(url).path.lower()
-            if any(path.endswith(ext) for ext in self.deny_extensions):
+            if _has_extension(path, self.deny_extensions, self._plain_extensions):
                 return False
-        return not self.restrict_text or any(r.search(link.text) for r in self.restrict_text)
+        return True
 
     def _process_links(self, links: list[Link]) -> list[Link]:
-        links = [link for link in links if self._allowed(link)]
+        if self.restrict_text:
+            links = [link for link in links if any(r.search(link.text) for r in self.restrict_text)]
         if self.canonicalize:
             for link in links:
                 link.url = canonicalize_url(link.url)

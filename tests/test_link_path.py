@@ -1,0 +1,121 @@
+"""The per-link fast paths (issue 14) give exactly what the plain way gives: the cached
+``Response.urljoin`` equals ``urllib.parse.urljoin``, and ``follow_all`` requests the
+URLs urljoin + safe_url make, on every link of the real-world corpus and on odd cases."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+from parsel import Selector
+
+from spiderfarm.http import HtmlResponse, Request
+from spiderfarm.urls import FETCHABLE_SCHEMES, safe_url
+from tests.corpus import CORPUS, CorpusSet, CorpusUnavailable, iter_pages
+
+HEADERS = {"Content-Type": "text/html; charset=utf-8"}
+
+BASES = [
+    "http://a.test/", "http://a.test/x", "http://a.test/x/", "http://a.test/x/y.html",
+    "http://a.test/x/y.html?q=1", "http://a.test/x/y.html?q=1#top", "http://a.test/x/y#f",
+    "http://a.test/x/z.html", "http://a.test/x/;p/y", "http://a.test/x/y;p?q",
+    "http://a.test/x/y?", "http://a.test/x/y;", "http://a.test:8080/x/../y/z",
+    "https://b.test/a/b/c/d", "https://b.test/a//b/c", "https://b.test/a/./b/", "http://a.test",
+    "http://a.test?q", "http://a.test/x/y.html#",
+]  # fmt: skip
+HREFS = [
+    "", "z.html", "z.html#s", "./z", "../z", "../../../z", "..", ".", "./", "../", "a/./b/../c",
+    "a//b", "/r", "/r/../s", "//c.test/p", "//c.test", "//", "///x", "?k=v", "#frag", "#",
+    "z?k#f", ";p", "z;p", "http://d.test/q?", "HTTP://d.test/Q", "https://e.test", "http:z",
+    "http:/z", "http:///z", "https:z", "mailto:me@x.test", "javascript:void(0)", "a:b", "1a:b",
+    "a/b:c", " z", "\tz", "z\ny", "\n#f", "#f\tg", "z ", "%7Ez", "é.html", "a b", "C:\\x",
+    "?", "/?", "/#", "z#", "z?", "../z?q#f", "//c.test:80/p?q#f",
+]  # fmt: skip
+
+
+def response(
+    url: str, body: bytes = b"<html></html>", request_url: str | None = None
+) -> HtmlResponse:
+    return HtmlResponse(url, 200, HEADERS, body, Request(request_url or url))
+
+
+def followed_the_plain_way(response: HtmlResponse, hrefs: list[str]) -> list[str]:
+    """What follow_all requested before its fast paths: urljoin, the scheme test,
+    safe_url (a link that fails it skipped); fragment-only links to the page itself, which
+    the farm would drop as duplicates, left out."""
+    urls = []
+    for raw in hrefs:
+        href = raw.strip()
+        if not href or href.startswith("#"):
+            continue
+        try:
+            absolute = urljoin(response.url, href)
+            if urlsplit(absolute).scheme not in FETCHABLE_SCHEMES:
+                continue
+            urls.append(safe_url(absolute))
+        except ValueError:
+            continue
+    return urls
+
+
+def test_cached_urljoin_equals_urljoin_on_odd_bases_and_links() -> None:
+    # Every order matters: a cache filled by one base must still answer another rightly.
+    pairs = list(itertools.product(BASES, HREFS))
+    for _ in range(3):
+        random.Random(len(pairs)).shuffle(pairs)
+        for base, href in pairs:
+            assert response(base).urljoin(href) == urljoin(base, href), (base, href)
+
+
+def test_follow_all_equals_the_plain_way_on_odd_links() -> None:
+    page = "".join(f'<a href="{h}">x</a>' for h in HREFS if '"' not in h)
+    body = f"<html><body>{page}</body></html>".encode()
+    hrefs = Selector(text=body.decode()).css("a::attr(href)").getall()
+    for base in BASES:
+        r = response(base, body)
+        got = [req.url for req in r.follow_all(css="a", callback="parse")]
+        assert got == followed_the_plain_way(r, hrefs), base
+        attrs = [req.url for req in r.follow_all(css="a::attr(href)")]
+        assert attrs == got
+
+
+def test_fragment_links_are_kept_when_the_page_is_not_its_request() -> None:
+    body = b'<html><body><a href="#a">a</a><a href="#b">b</a><a href="c.html">c</a></body></html>'
+    redirected = response("http://a.test/x/y.html", body, request_url="http://a.test/old")
+    assert [r.url for r in redirected.follow_all(css="a")] == [
+        "http://a.test/x/y.html#a", "http://a.test/x/y.html#b", "http://a.test/x/c.html"
+    ]  # fmt: skip
+    again = HtmlResponse(
+        "http://a.test/x/y.html", 200, HEADERS, body,
+        Request("http://a.test/x/y.html", dont_filter=True),
+    )  # fmt: skip
+    assert len(list(again.follow_all(css="a"))) == 3
+    plain = response("http://a.test/x/y.html", body)
+    assert [r.url for r in plain.follow_all(css="a")] == ["http://a.test/x/c.html"]
+
+
+def _corpus_pages(corpus_set: CorpusSet) -> list[tuple[str, bytes]]:
+    try:
+        return list(iter_pages(corpus_set))
+    except CorpusUnavailable as exc:
+        pytest.skip(f"{corpus_set.package}: {exc}")
+
+
+@pytest.mark.parametrize("corpus_set", CORPUS, ids=lambda s: s.name)
+def test_every_link_of_the_real_world_corpus_joins_and_follows_as_before(
+    corpus_set: CorpusSet,
+) -> None:
+    links = 0
+    for path, body in _corpus_pages(corpus_set):
+        url = "http://127.0.0.1:8000" + path
+        r = response(url, body)
+        hrefs = r.css("a::attr(href)").getall()
+        links += len(hrefs)
+        for href in hrefs:
+            assert r.urljoin(href) == urljoin(r.base_url, href), (url, href)
+        if r.base_url == url:  # no <base href>: the plain way joins with the page's URL
+            got = [req.url for req in r.follow_all(css="a", callback="parse")]
+            assert got == followed_the_plain_way(r, hrefs), url
+    assert links > 1_000
