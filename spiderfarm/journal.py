@@ -31,12 +31,16 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS dead_letters (
     rid INTEGER PRIMARY KEY, url TEXT NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (fp INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS jars (jar BLOB PRIMARY KEY, cookies BLOB NOT NULL);
 """
 _ADD = "INSERT INTO requests (rid, fp, host, wire) VALUES (?, ?, ?, ?)"
 _ATTEMPT = "UPDATE requests SET attempt = ? WHERE rid = ?"
 _DONE = "UPDATE requests SET done = 1 WHERE rid = ?"
 _DEAD = "INSERT OR REPLACE INTO dead_letters (rid, url, reason, attempts) VALUES (?, ?, ?, ?)"
 _META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+_SEEN = "INSERT OR IGNORE INTO seen (fp) VALUES (?)"
+_JAR = "INSERT OR REPLACE INTO jars (jar, cookies) VALUES (?, ?)"
 
 #: A commit that fails with one of these (disk full, an I/O error, a locked database) is
 #: not any op's fault: nothing is written, and the same ops are committed again later.
@@ -49,12 +53,16 @@ _WHAT = {
     "done": "the end of",
     "attempt": "the retry count of",
     "dead": "the dead letter",
+    "seen": "where a redirect ended, for",
+    "jar": "a cookie jar, for",
 }
 _SKIPPED = {
     "add": "a resumed crawl will not have it",
     "done": "a resumed crawl fetches it again",
     "attempt": "a resumed crawl counts its attempts from the last one written",
     "dead": "a resumed crawl fetches it again",
+    "seen": "a resumed crawl may fetch that page again",
+    "jar": "a resumed crawl has that jar as of its last commit",
 }
 
 
@@ -115,6 +123,13 @@ class Journal:
         ones, which a live crawl does not mark seen either (stored as fp 0)."""
         for (fp,) in self._db.execute("SELECT fp FROM requests WHERE fp != 0"):
             yield fp
+        for (fp,) in self._db.execute("SELECT fp FROM seen"):  # where redirects ended
+            yield fp
+
+    def jars(self) -> Iterator[tuple[Any, Any]]:
+        """The cookie jars: (jar id, its cookies), as the frontier keeps them."""
+        for jar, cookies in self._db.execute("SELECT jar, cookies FROM jars"):
+            yield pickle.loads(jar), pickle.loads(cookies)
 
     def queued(self) -> Iterator[tuple[int, str, Any, int]]:
         """Requests not done, in the order they were first queued (leased ones included:
@@ -145,7 +160,7 @@ class Journal:
             return self._commit_each(ops, meta)
 
     def _commit_all(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> None:
-        adds, dones, attempts, dead = [], [], [], []
+        adds, dones, attempts, dead, seen, jars = [], [], [], [], [], []
         for op in ops:
             kind = op[0]
             if kind == "add":
@@ -156,6 +171,10 @@ class Journal:
                 dones.append((op[1],))
             elif kind == "attempt":
                 attempts.append((op[2], op[1]))
+            elif kind == "seen":
+                seen.append((op[1],))
+            elif kind == "jar":
+                jars.append(_jar_row(op))
             else:  # dead
                 dones.append((op[1],))
                 dead.append(op[1:])
@@ -166,6 +185,8 @@ class Journal:
             db.executemany(_ATTEMPT, attempts)
             db.executemany(_DONE, dones)
             db.executemany(_DEAD, dead)
+            db.executemany(_SEEN, seen)
+            db.executemany(_JAR, jars)
             db.executemany(_META, list(meta.items()))
             db.execute("COMMIT")
         except BaseException:
@@ -213,6 +234,10 @@ class Journal:
             db.execute(_DONE, (op[1],))
         elif kind == "attempt":
             db.execute(_ATTEMPT, (op[2], op[1]))
+        elif kind == "seen":
+            db.execute(_SEEN, (op[1],))
+        elif kind == "jar":
+            db.execute(_JAR, _jar_row(op))
         else:  # dead
             db.execute(_DONE, (op[1],))
             db.execute(_DEAD, op[1:])
@@ -220,6 +245,8 @@ class Journal:
     def _describe(self, op: tuple[Any, ...]) -> str:
         """The op, named by its request's URL (escaped: it may be what cannot be written)."""
         kind, rid = op[0], op[1]
+        if kind in ("seen", "jar"):
+            return f"{_WHAT[kind]} {rid!r:.60}"
         url: Any = None
         try:
             if kind == "add":
@@ -236,6 +263,14 @@ class Journal:
         if not isinstance(url, str):
             return f"{what} request {rid!r:.30}"
         return f"{what} {url if url.isascii() else ascii(url)}"
+
+
+def _jar_row(op: tuple[Any, ...]) -> tuple[bytes, bytes]:
+    _, jar, cookies = op
+    return (
+        pickle.dumps(jar, protocol=pickle.HIGHEST_PROTOCOL),
+        pickle.dumps(cookies, protocol=pickle.HIGHEST_PROTOCOL),
+    )
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -7,7 +7,9 @@ slower, and an exchange carries thousands of them):
 * a **push entry** ``(fingerprint, politeness key, wire)``: a request for the frontier;
 * a **lease** ``(lease_id, attempt, wire)``: a request handed to one worker;
 * an **outcome** ``(lease_id, kind, reason, new requests, items, info)``: what became of
-  a lease. ``kind`` is a ``Kind``; ``info`` is ``(status, latency_s, retry_after_s)``;
+  a lease. ``kind`` is a ``Kind``; ``info`` is ``(status, latency_s, retry_after_s)``, or
+  ``(status, latency_s, retry_after_s, final_fp)`` for a page reached through redirects
+  (``final_fp``: the fingerprint of the URL it ended at, deduplicated like a request);
   items are JSON lines. ``reason`` is, by kind: the failure code (``fail``/``retry``,
   optionally followed by ``|`` and the errback's notes), the ``CloseSpider`` reason
   (``close``), the robots.txt verdict (``robots``), or the page's notes (``ok``/``skip``).
@@ -15,6 +17,11 @@ slower, and an exchange carries thousands of them):
 Notes are counters a worker noted on one page, ``callback_error,items/dropped*20``
 (``join_notes`` writes them, ``read_notes`` reads them). ``REASONS`` is the one table of
 failure codes: which are retried and which say the host did not answer.
+
+Sessions: a worker sends the **cookie changes** its responses made (``CookieChange``) in
+the same ``exchange``, and is sent the whole jar (``JarUpdates``) of each jar it leases
+or holds whose version it lacks. A cookie is plain data in aiohttp's ``CookieJar.save``
+form (``CookieData``); a jar maps ``"domain|path"`` to names to cookies (``JarData``).
 
 The service's name and the methods workers may call are here too (``SERVICE``,
 ``EXPOSED``); the checks of a worker's call live in ``security.check_exchange``.
@@ -31,17 +38,26 @@ __all__ = [
     "EXPOSED",
     "FINISHED",
     "KINDS",
+    "META_COOKIES",
     "NO_INFO",
     "REASONS",
     "RETRYABLE_REASONS",
     "RUNNING",
     "SERVICE",
+    "W_BODY",
     "W_CALLBACK",
     "W_DEPTH",
     "W_DONT_FILTER",
+    "W_META",
+    "W_METHOD",
     "W_PRIORITY",
     "W_URL",
+    "CookieChange",
+    "CookieData",
     "Info",
+    "JarData",
+    "JarId",
+    "JarUpdates",
     "Kind",
     "Lease",
     "Outcome",
@@ -49,8 +65,10 @@ __all__ = [
     "Reason",
     "State",
     "WireRequest",
+    "jar_of",
     "join_notes",
     "read_notes",
+    "retries_allowed",
     "split_errback_notes",
     "with_errback_notes",
 ]
@@ -72,6 +90,9 @@ WireRequest = tuple[
 # Final ints let the type checker see which field of the tuple each index reads.
 W_URL: Final = 0
 W_CALLBACK: Final = 1
+W_METHOD: Final = 2
+W_BODY: Final = 4
+W_META: Final = 5
 W_PRIORITY: Final = 6
 W_DONT_FILTER: Final = 7
 W_DEPTH: Final = 9
@@ -87,7 +108,8 @@ KINDS: Final[frozenset[str]] = frozenset(
 
 PushEntry = tuple[int, str, WireRequest]
 Lease = tuple[int, int, WireRequest]  # lease_id, attempt, wire
-Info = tuple[int, float, float]  # status, latency_s, retry_after_s
+# status, latency_s, retry_after_s[, final_fp: where a page's redirects ended]
+Info = tuple[int, float, float] | tuple[int, float, float, int]
 Outcome = tuple[int, Kind, str, list[PushEntry], list[str], Info]
 NO_INFO: Final[Info] = (0, 0.0, 0.0)
 
@@ -96,6 +118,43 @@ State = Literal["running", "closing", "finished"]
 RUNNING: Final = "running"
 CLOSING: Final = "closing"
 FINISHED: Final = "finished"
+
+#: The meta key ``Request(cookies=...)`` travels under (the wire request has no field of its
+#: own for them: a request without cookies pays nothing).
+META_COOKIES: Final = "_cookies"
+
+#: ``meta["cookiejar"]``: which session a request belongs to (None: the crawl's default).
+JarId = str | int | None
+#: One cookie, as aiohttp's ``CookieJar.save`` writes it: ``key``, ``value``,
+#: ``coded_value``, the attributes set (``path``, ``domain``, ``secure``, ``httponly``,
+#: ``samesite`` ...), ``host_only`` and ``expires_timestamp`` (seconds since the epoch).
+CookieData = dict[str, str | bool | float]
+#: A jar: ``"domain|path"`` -> cookie name -> cookie.
+JarData = dict[str, dict[str, CookieData]]
+#: A change one response made to a jar: (jar, "domain|path", name, cookie or None: deleted).
+CookieChange = tuple[JarId, str, str, CookieData | None]
+#: What a worker is sent: jar -> (version, the whole jar).
+JarUpdates = dict[JarId, tuple[int, JarData]]
+
+
+def jar_of(meta: dict[str, Any] | None) -> JarId:
+    """The jar a request's meta names (None, the default jar, for anything else)."""
+    if not meta:
+        return None
+    jar = meta.get("cookiejar")
+    return jar if type(jar) is str or type(jar) is int else None
+
+
+def retries_allowed(meta: dict[str, Any] | None, default: int) -> int:
+    """How many retries a request may have: ``meta["dont_retry"]`` (none) and
+    ``meta["max_retry_times"]`` (Scrapy's names) over the ``max_retries`` setting."""
+    if not meta:
+        return default
+    if meta.get("dont_retry"):
+        return 0
+    times = meta.get("max_retry_times")
+    return times if type(times) is int and times >= 0 else default
+
 
 SERVICE: Final = "frontier"
 EXPOSED: Final = ("hello", "exchange", "heartbeat", "status", "bye")

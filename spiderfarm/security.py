@@ -28,14 +28,21 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "MAX_BATCH",
+    "MAX_COOKIES_PER_JAR",
+    "MAX_COOKIE_BYTES",
+    "MAX_COOKIE_CHANGES",
+    "MAX_COOKIE_STORE_BYTES",
     "MAX_ITEM_BYTES",
+    "MAX_JARS",
     "MAX_LINKS_PER_PAGE",
     "MAX_NESTING",
     "MAX_REQUEST_BYTES",
     "MAX_REQUEST_VALUES",
     "MIN_KEY_BYTES",
+    "check_cookie_changes",
     "check_exchange",
     "check_request_fields",
+    "cookie_size",
     "decode_key",
     "is_loopback",
     "load_authkey",
@@ -59,6 +66,17 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_NESTING = 100
 MAX_REQUEST_VALUES = 10_000
 MAX_REQUEST_BYTES = 4 * 2**20
+#: Caps on the cookies the frontier keeps for the crawl: one cookie (its name, value and
+#: attributes; browsers keep at least 4,096 bytes), the cookies in one jar, the jars, the
+#: bytes of all of them, and the changes one exchange may carry. Past the first three the
+#: frontier drops new cookies (counted as ``cookies/dropped``); an exchange past the last,
+#: or a cookie past the first, is refused.
+MAX_COOKIE_BYTES = 8192
+MAX_COOKIES_PER_JAR = 1000
+MAX_JARS = 10_000
+MAX_COOKIE_STORE_BYTES = 64 * 2**20
+MAX_COOKIE_CHANGES = 10_000
+_MAX_JAR_ID = 200
 _HOW = (
     "generate one with: python -c 'import secrets; print(secrets.token_hex(32))' > farm.key "
     "&& chmod 600 farm.key"
@@ -191,8 +209,10 @@ def check_exchange(
     max_batch: int,
     max_item_bytes: int,
     max_links: int,
+    cookies: Any = None,
 ) -> None:
-    """Check the types and sizes of one ``exchange`` call before the frontier sees it.
+    """Check the types and sizes of one ``exchange`` call before the frontier sees it
+    (``cookies``: the worker's cookie changes, when it sent any).
 
     Raises:
         ValueError: naming the first thing that is wrong.
@@ -211,7 +231,7 @@ def check_exchange(
             _fail("bad lease id or outcome kind")
         if type(reason) is not str or len(reason) > 200 or not _utf8(reason):
             _fail("reason must be a short string")  # a dead letter's reason is journaled
-        if not isinstance(info, tuple) or len(info) != 3 or not _good_info(*info):
+        if not isinstance(info, tuple) or len(info) not in (3, 4) or not _good_info(*info[:3]):
             _fail("info must be (status, latency_s, retry_after_s): an int 0..999, two seconds")
         if not isinstance(items, list) or not isinstance(requests, list):
             _fail("items and requests must be lists")
@@ -221,6 +241,52 @@ def check_exchange(
             if not isinstance(item, str) or len(item) > max_item_bytes:
                 _fail(f"an item must be a JSON string of at most {max_item_bytes} bytes")
         _check_requests(requests)
+        if len(info) == 4 and not (type(info[3]) is int and INT64_MIN <= info[3] <= INT64_MAX):
+            _fail("info's final fingerprint must be a signed 64-bit int")
+    if cookies is not None:
+        check_cookie_changes(cookies)
+
+
+def cookie_size(compound: str, name: str, cookie: dict[str, Any]) -> int:
+    """The bytes a cookie costs the frontier, about (its strings' lengths)."""
+    size = len(compound) + len(name)
+    for key, value in cookie.items():
+        size += len(key) + (len(value) if type(value) is str else 8)
+    return size
+
+
+def check_cookie_changes(changes: Any) -> None:
+    """Check a worker's cookie changes: ``[(jar, "domain|path", name, cookie | None)]``,
+    each cookie a flat dict of short strings, bools and numbers.
+
+    Raises:
+        ValueError: naming the first thing that is wrong.
+    """
+    if not isinstance(changes, list) or len(changes) > MAX_COOKIE_CHANGES:
+        _fail(f"cookie changes must be a list of at most {MAX_COOKIE_CHANGES}")
+    for change in changes:
+        if type(change) is not tuple or len(change) != 4:
+            _fail("a cookie change must be (jar, 'domain|path', name, cookie or None)")
+        jar, compound, name, cookie = change
+        if not (
+            jar is None
+            or (type(jar) is int and INT64_MIN <= jar <= INT64_MAX)
+            or (type(jar) is str and len(jar) <= _MAX_JAR_ID and _utf8(jar))
+        ):
+            _fail(f"a cookie jar must be None, an int or a str of at most {_MAX_JAR_ID}")
+        if not (
+            type(compound) is str and "|" in compound and type(name) is str and _utf8(name)
+        ) or len(compound) + len(name) > MAX_COOKIE_BYTES:
+            _fail("a cookie's 'domain|path' and name must be short strings")
+        if cookie is None:
+            continue
+        if type(cookie) is not dict or len(cookie) > 20:
+            _fail("a cookie must be a dict of at most 20 attributes")
+        for key, value in cookie.items():
+            if type(key) is not str or type(value) not in (str, bool, int, float):
+                _fail("a cookie's attributes must be strings, bools or numbers")
+        if cookie_size(compound, name, cookie) > MAX_COOKIE_BYTES:
+            _fail(f"a cookie over {MAX_COOKIE_BYTES} bytes (jar {jar!r:.40}, {name[:40]!r})")
 
 
 def _utf8(text: str) -> bool:
