@@ -17,7 +17,9 @@ import pytest
 from spiderfarm import Request
 from spiderfarm.errors import FetchError
 from spiderfarm.fetch import Fetcher, Sessions
+from spiderfarm.frontier import Frontier
 from spiderfarm.frontier.sessions import Jars
+from spiderfarm.journal import Journal
 from spiderfarm.request import InvalidRequest
 from spiderfarm.security import MAX_COOKIE_BYTES, MAX_COOKIES_PER_JAR, check_cookie_changes
 from spiderfarm.settings import Settings
@@ -306,3 +308,24 @@ async def test_fetch_error_for_a_timeout_set_in_meta(test_site: SiteServer) -> N
             await fetcher.fetch(Request(test_site.url("/delay/2"), meta={"download_timeout": 0.2}))
         fast = await fetcher.fetch(Request(test_site.url("/delay/0.3")))
     assert info.value.reason == "timeout" and fast.status == 200
+
+
+def test_jars_are_journaled_and_a_resumed_frontier_has_them(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "job")
+    frontier = Frontier(Settings(obey_robots=False), journaled=True)
+    sid = {"key": "sid", "value": "s1", "coded_value": "s1", "path": "/", "host_only": True}
+    gone = {"key": "old", "value": "x", "coded_value": "x", "expires_timestamp": 1.0}
+    changes = [("ann", "a.test|/", "sid", sid), ("ann", "a.test|/", "old", gone)]
+    frontier.exchange("w1", [], 0, changes)  # type: ignore[arg-type]
+    ops, _, _, _, _ = frontier.checkpoint(dict)
+    journal.commit(ops, {"spider": "x", "stats": "{}"})
+    journal.close()
+    again = Journal(tmp_path / "job")
+    resumed = Frontier(Settings(obey_robots=False), journaled=True)
+    resumed.restore(again.fingerprints(), again.queued(), {}, [], again.jars())
+    assert resumed.cookies("ann") == {"a.test|/": {"sid": sid}}  # the expired one is gone
+    assert resumed.cookies(None) == {}
+    lease = (1, 0, Request("http://a.test/", meta={"cookiejar": "ann"}).to_wire())
+    assert resumed.jar_updates("w9", [lease]) == {"ann": (1, {"a.test|/": {"sid": sid}})}
+    assert resumed.jar_updates("w9", [lease]) == {}  # sent once
+    again.close()

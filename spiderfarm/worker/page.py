@@ -198,7 +198,12 @@ class PageRunner:
         kind: Kind = "close" if result.close_reason else "ok"
         reason = result.close_reason or join_notes(result.notes)
         page_info: Info = (status, latency, 0.0)
-        if meta and "redirect_reasons" in meta and not request.dont_filter:
+        if (
+            meta
+            and "redirect_reasons" in meta
+            and response.url != request.url
+            and not request.dont_filter
+        ):
             # Where the redirects ended is deduplicated like a request (Scrapy schedules
             # a redirect as a new request): the frontier drops this page if it is seen.
             method = _final_method(request.method, meta["redirect_reasons"])
