@@ -31,9 +31,13 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS dead_letters (
     rid INTEGER PRIMARY KEY, url TEXT NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS seen (fp INTEGER PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS jars (jar BLOB PRIMARY KEY, cookies BLOB NOT NULL);
 """
+#: Made on first use, so that a crawl without redirect dedups or cookies has the job dir
+#: it always had (a table costs pages a nearly full disk may not have).
+_LAZY = {
+    "seen": "CREATE TABLE IF NOT EXISTS seen (fp INTEGER PRIMARY KEY)",
+    "jars": "CREATE TABLE IF NOT EXISTS jars (jar BLOB PRIMARY KEY, cookies BLOB NOT NULL)",
+}
 _ADD = "INSERT INTO requests (rid, fp, host, wire) VALUES (?, ?, ?, ?)"
 _ATTEMPT = "UPDATE requests SET attempt = ? WHERE rid = ?"
 _DONE = "UPDATE requests SET done = 1 WHERE rid = ?"
@@ -123,13 +127,25 @@ class Journal:
         ones, which a live crawl does not mark seen either (stored as fp 0)."""
         for (fp,) in self._db.execute("SELECT fp FROM requests WHERE fp != 0"):
             yield fp
-        for (fp,) in self._db.execute("SELECT fp FROM seen"):  # where redirects ended
-            yield fp
+        if self._has("seen"):  # where redirects ended
+            for (fp,) in self._db.execute("SELECT fp FROM seen"):
+                yield fp
 
     def jars(self) -> Iterator[tuple[Any, Any]]:
         """The cookie jars: (jar id, its cookies), as the frontier keeps them."""
-        for jar, cookies in self._db.execute("SELECT jar, cookies FROM jars"):
-            yield pickle.loads(jar), pickle.loads(cookies)
+        if self._has("jars"):
+            for jar, cookies in self._db.execute("SELECT jar, cookies FROM jars"):
+                yield pickle.loads(jar), pickle.loads(cookies)
+
+    def _has(self, table: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return row is not None
+
+    def _make(self, table: str) -> None:
+        """Create a lazy table (inside the caller's transaction)."""
+        self._db.execute(_LAZY[table])
 
     def queued(self) -> Iterator[tuple[int, str, Any, int]]:
         """Requests not done, in the order they were first queued (leased ones included:
@@ -185,8 +201,12 @@ class Journal:
             db.executemany(_ATTEMPT, attempts)
             db.executemany(_DONE, dones)
             db.executemany(_DEAD, dead)
-            db.executemany(_SEEN, seen)
-            db.executemany(_JAR, jars)
+            if seen:
+                self._make("seen")
+                db.executemany(_SEEN, seen)
+            if jars:
+                self._make("jars")
+                db.executemany(_JAR, jars)
             db.executemany(_META, list(meta.items()))
             db.execute("COMMIT")
         except BaseException:
@@ -235,8 +255,10 @@ class Journal:
         elif kind == "attempt":
             db.execute(_ATTEMPT, (op[2], op[1]))
         elif kind == "seen":
+            self._make("seen")
             db.execute(_SEEN, (op[1],))
         elif kind == "jar":
+            self._make("jars")
             db.execute(_JAR, _jar_row(op))
         else:  # dead
             db.execute(_DONE, (op[1],))

@@ -254,8 +254,9 @@ class PageRunner:
         retry: bool,
         info: Info,
     ) -> Outcome:
+        # dont_retry, max_retry_times: the frontier reads them too, and dead-letters a
+        # "retry" past them, as it does one past max_retries.
         allowed = retries_allowed(request.meta, self.settings.max_retries)
-        retry = retry and allowed > 0  # dont_retry: a failure is final at once
         kind: Kind = "retry" if retry else "fail"
         if request.errback and (not retry or attempt >= allowed):
             # The errback sees the final failure only (Scrapy's ``errback(failure)``, with
