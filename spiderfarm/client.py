@@ -26,7 +26,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, cast
 
 from .errors import ConnectError
-from .protocol import SERVICE, Lease, Outcome
+from .protocol import SERVICE, CookieChange, JarUpdates, Lease, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,16 @@ class FrontierClient:
         return cast(
             tuple[list[Lease], list[int], str],
             await self.call("exchange", worker_id, outcomes, want),
+        )
+
+    async def exchange_sessions(
+        self, worker_id: str, outcomes: list[Outcome], want: int, cookies: list[CookieChange]
+    ) -> tuple[list[Lease], list[int], str, JarUpdates]:
+        """``exchange``, carrying this worker's cookie changes; also answers the cookie
+        jars it should take (see ``frontier.sessions``)."""
+        return cast(
+            tuple[list[Lease], list[int], str, JarUpdates],
+            await self.call("exchange", worker_id, outcomes, want, cookies),
         )
 
     async def heartbeat(self, worker_id: str, lag_s: float) -> None:

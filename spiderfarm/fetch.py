@@ -3,6 +3,10 @@
 Every aiohttp or socket error becomes a ``FetchError(url, reason)`` here, with a short
 stable reason code; nothing of aiohttp's leaks upward or across processes.
 
+Cookies: aiohttp's session holds one routing jar that hands each request (and each of its
+redirect hops) the aiohttp ``CookieJar`` of that request's session, from ``Sessions``:
+the worker's copy of the crawl's jars, which the frontier keeps (see ``protocol``).
+
 Bodies are decompressed here, not by aiohttp, so that ``max_body_bytes`` caps both the
 bytes on the wire and the decompressed bytes while they stream: a decompression bomb
 costs at most the cap plus one 64 KiB piece, whatever aiohttp version is installed.
@@ -10,6 +14,7 @@ costs at most the cap plus one 64 KiB piece, whatever aiohttp version is install
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import errno
 import importlib
@@ -18,22 +23,32 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from http.cookies import BaseCookie, Morsel, SimpleCookie
+from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 import aiohttp
 import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractCookieJar, AbstractResolver, ResolveResult
 
 from .errors import FetchError
 from .http import Request, Response, response_for
-from .protocol import RETRYABLE_REASONS
+from .protocol import (
+    RETRYABLE_REASONS,
+    CookieChange,
+    CookieData,
+    JarData,
+    JarId,
+    JarUpdates,
+    jar_of,
+)
 from .settings import Settings
 from .urls import safe_url
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RETRYABLE_REASONS", "Fetcher", "retry_after_s"]
+__all__ = ["RETRYABLE_REASONS", "Fetcher", "Sessions", "retry_after_s"]
 
 
 _PIECE: Final = 64 * 1024  # most bytes one decompression step may produce
@@ -299,6 +314,237 @@ async def _read_body(
     return bytes(body)
 
 
+# -- sessions (cookie jars) -------------------------------------------------------------
+
+#: Morsel attributes kept as they are (expiry travels as an absolute timestamp instead).
+_KEPT_ATTRS = ("path", "domain", "secure", "httponly", "samesite", "comment", "version")
+
+
+def _export(jar: aiohttp.CookieJar) -> JarData:
+    """A jar as plain data, as ``CookieJar.save`` writes it (host-only flag and absolute
+    expiry included, so that a copy on another worker matches the same requests)."""
+    host_only = jar.host_only_cookies
+    expirations: dict[tuple[str, str, str], float] = getattr(jar, "_expirations", {})
+    data: JarData = {}
+    for (domain, path), cookies in jar.cookies.items():
+        group: dict[str, CookieData] = {}
+        for name, morsel in cookies.items():
+            cookie: CookieData = {
+                "key": morsel.key, "value": morsel.value, "coded_value": morsel.coded_value,
+            }  # fmt: skip
+            for attr in _KEPT_ATTRS:
+                if morsel[attr]:
+                    cookie[attr] = morsel[attr]
+            if (domain, path, name) in host_only:
+                cookie["host_only"] = True
+            when = expirations.get((domain, path, name))
+            if when is not None:
+                cookie["expires_timestamp"] = when
+            group[name] = cookie
+        if group:
+            data[f"{domain}|{path}"] = group
+    return data
+
+
+def _import(data: JarData) -> aiohttp.CookieJar:
+    """A new jar holding ``data`` (``_export``'s form); expired cookies are left out."""
+    jar = aiohttp.CookieJar(unsafe=True)
+    now = time.time()
+    for compound, group in data.items():
+        domain, _, _ = compound.partition("|")
+        for name, cookie in group.items():
+            when = cookie.get("expires_timestamp")
+            if isinstance(when, int | float) and when <= now:
+                continue
+            morsel: Morsel[str] = Morsel()
+            morsel.__setstate__(  # type: ignore[attr-defined]  # aiohttp's own way past validation
+                {"key": name, "value": str(cookie.get("value", "")),
+                 "coded_value": str(cookie.get("coded_value", cookie.get("value", "")))}
+            )  # fmt: skip
+            for attr in _KEPT_ATTRS:
+                if attr in cookie and attr != "domain":
+                    morsel[attr] = cookie[attr]
+            if not cookie.get("host_only"):
+                morsel["domain"] = domain
+            if isinstance(when, int | float):
+                morsel["expires"] = email.utils.formatdate(min(when, 253402300799), usegmt=True)
+            try:
+                jar.update_cookies([(name, morsel)], yarl.URL.build(scheme="http", host=domain))
+            except ValueError:  # a host yarl refuses: the cookie cannot match any request
+                continue
+    return jar
+
+
+def _diff(jar_id: JarId, before: JarData, after: JarData) -> list[CookieChange]:
+    changes: list[CookieChange] = []
+    for compound, group in after.items():
+        old = before.get(compound, {})
+        for name, cookie in group.items():
+            if old.get(name) != cookie:
+                changes.append((jar_id, compound, name, cookie))
+    for compound, group in before.items():
+        new = after.get(compound, {})
+        for name in group:
+            if name not in new:
+                changes.append((jar_id, compound, name, None))
+    return changes
+
+
+def _morsels(cookies: Iterable[dict[str, Any]]) -> list[tuple[str, Morsel[str]]]:
+    """``Request.cookies`` (plain dicts) as morsels for aiohttp's jar."""
+    out = []
+    for cookie in cookies:
+        morsel: Morsel[str] = Morsel()
+        value = cookie["value"]
+        morsel.__setstate__(  # type: ignore[attr-defined]
+            {"key": cookie["name"], "value": value, "coded_value": value}
+        )
+        for attr in ("domain", "path"):
+            if cookie.get(attr):
+                morsel[attr] = cookie[attr]
+        if cookie.get("secure"):
+            morsel["secure"] = True
+        out.append((cookie["name"], morsel))
+    return out
+
+
+class _Target:
+    """The jar one request's cookies come from and go to; ``sessions`` is None for a
+    ``dont_merge_cookies`` request, whose jar is its own and is never shared."""
+
+    __slots__ = ("jar", "jar_id", "sessions")
+
+    def __init__(self, jar: aiohttp.CookieJar, jar_id: JarId, sessions: Sessions | None) -> None:
+        self.jar, self.jar_id, self.sessions = jar, jar_id, sessions
+
+    def update(self, headers: Sequence[str] | None, cookies: Any, url: yarl.URL) -> None:
+        if self.sessions is None:
+            return  # dont_merge_cookies: what the response sets is not kept (Scrapy's rule)
+        jar = self.sessions.jar(self.jar_id)
+        before = _export(jar)
+        if headers is not None:
+            jar.update_cookies_from_headers(headers, url)
+        else:
+            jar.update_cookies(cookies, url)
+        self.sessions.changed(_diff(self.jar_id, before, _export(jar)))
+
+
+_NO_URL: Final = yarl.URL()
+_target: contextvars.ContextVar[_Target | None] = contextvars.ContextVar(
+    "spiderfarm_cookie_target", default=None
+)
+
+
+class _RoutingJar(AbstractCookieJar):
+    """The session's one jar: each call goes to the jar of the request being fetched
+    (a context variable set around the request: its redirect hops included)."""
+
+    @property
+    def unsafe(self) -> bool:
+        return True
+
+    @property
+    def quote_cookie(self) -> bool:
+        return True
+
+    @property
+    def cookies(self) -> MappingProxyType[tuple[str, str], SimpleCookie]:
+        return MappingProxyType({})
+
+    @property
+    def host_only_cookies(self) -> frozenset[tuple[str, str, str]]:
+        return frozenset()
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[Morsel[str]]:
+        return iter(())
+
+    def clear(self, predicate: Any = None) -> None:
+        pass
+
+    def clear_domain(self, domain: str) -> None:
+        pass
+
+    def update_cookies(self, cookies: Any, response_url: yarl.URL = _NO_URL) -> None:
+        target = _target.get()
+        if target is not None:
+            target.update(None, cookies, response_url)
+
+    def update_cookies_from_headers(self, headers: Sequence[str], response_url: yarl.URL) -> None:
+        target = _target.get()
+        if target is not None and headers:
+            target.update(headers, None, response_url)
+
+    def filter_cookies(self, request_url: yarl.URL) -> BaseCookie[str]:
+        target = _target.get()
+        return target.jar.filter_cookies(request_url) if target is not None else SimpleCookie()
+
+
+class Sessions:
+    """This worker's copy of the crawl's cookie jars, one aiohttp ``CookieJar`` per
+    ``meta["cookiejar"]``. The frontier holds the jars: ``load`` takes its copies, and
+    ``take_changes`` gives what this worker's responses (and ``Request(cookies=...)``)
+    changed since, for the next exchange."""
+
+    def __init__(self) -> None:
+        self._jars: dict[JarId, aiohttp.CookieJar] = {}
+        self._targets: dict[JarId, _Target] = {}
+        self._changes: list[CookieChange] = []
+
+    def jar(self, jar_id: JarId) -> aiohttp.CookieJar:
+        jar = self._jars.get(jar_id)
+        if jar is None:
+            jar = self._jars[jar_id] = aiohttp.CookieJar(unsafe=True)
+        return jar
+
+    def target(self, request: Request) -> _Target:
+        """Where ``request``'s cookies come from, after merging ``Request(cookies=...)``
+        into its jar (or, with ``dont_merge_cookies``, into a jar of its own)."""
+        meta = request.meta
+        jar_id = jar_of(meta)
+        cookies = request.cookies
+        if meta and meta.get("dont_merge_cookies"):
+            own = aiohttp.CookieJar(unsafe=True)
+            if cookies:
+                own.update_cookies(_morsels(cookies), yarl.URL(request.url, encoded=True))
+            return _Target(own, jar_id, None)
+        target = self._targets.get(jar_id)
+        if target is None:
+            target = self._targets[jar_id] = _Target(self.jar(jar_id), jar_id, self)
+        if cookies:
+            target.update(None, _morsels(cookies), yarl.URL(request.url, encoded=True))
+        target.jar = self._jars[jar_id]
+        return target
+
+    def changed(self, changes: list[CookieChange]) -> None:
+        self._changes += changes
+
+    def take_changes(self) -> list[CookieChange]:
+        """The changes since the last call, for the frontier (plain data)."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def load(self, updates: JarUpdates) -> None:
+        """Take the frontier's copies of these jars, keeping this worker's changes it has
+        not sent yet on top."""
+        for jar_id, (_, data) in updates.items():
+            mine = [c for c in self._changes if c[0] == jar_id]
+            if mine:
+                data = {compound: dict(group) for compound, group in data.items()}
+                for _, compound, name, cookie in mine:
+                    if cookie is None:
+                        data.get(compound, {}).pop(name, None)
+                    else:
+                        data.setdefault(compound, {})[name] = cookie
+            self._jars[jar_id] = _import(data)
+
+    def cookies(self, jar_id: JarId = None) -> JarData:
+        """A jar's cookies as plain data (for tests and debugging)."""
+        return _export(self.jar(jar_id))
+
+
 # -- the fetcher ----------------------------------------------------------------------
 
 
@@ -312,10 +558,25 @@ def _payload_reason(exc: aiohttp.ClientPayloadError) -> str:
 class Fetcher:
     """One aiohttp session per worker: pooled connections, timeouts, size cap, redirects."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sessions: Sessions | None = None,
+        handle_httpstatus: Iterable[int] = (),
+    ) -> None:
         self.settings = settings
+        # With cookies on, the jars; a Fetcher made without them keeps its own.
+        self.sessions = (sessions or Sessions()) if settings.cookies_enabled else None
+        # Statuses the spider handles itself: a redirect with one of them is not followed.
+        self._keep = frozenset(handle_httpstatus) & _REDIRECT_STATUSES
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _GuardedResolver | None = None
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.timeout_s,
+            sock_connect=settings.connect_timeout_s,
+            sock_read=settings.read_timeout_s,
+        )
 
     async def __aenter__(self) -> Fetcher:
         s = self.settings
@@ -329,16 +590,14 @@ class Fetcher:
             ssl=s.verify_tls,
             resolver=self._resolver,
         )
-        jar: aiohttp.abc.AbstractCookieJar = (
-            aiohttp.CookieJar(unsafe=True) if s.cookies_enabled else aiohttp.DummyCookieJar()
+        jar: AbstractCookieJar = (
+            _RoutingJar() if self.sessions is not None else aiohttp.DummyCookieJar()
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=headers,
             cookie_jar=jar,
-            timeout=aiohttp.ClientTimeout(
-                total=s.timeout_s, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s
-            ),
+            timeout=self._timeout,
             auto_decompress=False,
             raise_for_status=False,
             max_line_size=MAX_LINE_BYTES,
@@ -369,6 +628,24 @@ class Fetcher:
         url = request.url
         limit = self.settings.max_body_bytes
         hops = self.settings.max_redirects
+        meta = request.meta
+        kept = False  # redirects this request's spider or meta handles itself
+        timeout = self._timeout
+        if self._keep:
+            kept = True
+        if meta:  # Scrapy's per-request controls (checked where the request was made)
+            if meta.get("dont_redirect") or meta.get("handle_httpstatus_all"):
+                kept = True
+            elif meta.get("handle_httpstatus_list"):
+                kept = kept or bool(_REDIRECT_STATUSES.intersection(meta["handle_httpstatus_list"]))
+            if meta.get("download_timeout"):
+                total = float(meta["download_timeout"])
+                timeout = aiohttp.ClientTimeout(
+                    total=total,
+                    sock_connect=min(total, self.settings.connect_timeout_s),
+                    sock_read=min(total, self.settings.read_timeout_s),
+                )
+        token = _target.set(self.sessions.target(request)) if self.sessions is not None else None
         try:
             # Sent exactly as made safe (yarl's own quoting would turn "%3B" into ";", a
             # different URL to many servers); safe_url again for a URL a middleware set.
@@ -378,18 +655,32 @@ class Fetcher:
                 target,
                 headers=request.headers,
                 data=request.body,
-                allow_redirects=hops > 0,
+                allow_redirects=hops > 0 and not kept,
                 # aiohttp fails on its Nth redirect response, so N-1 hops are followed.
                 max_redirects=hops + 1,
-                proxy=request.meta.get("proxy") if request.meta else None,
+                proxy=meta.get("proxy") if meta else None,
+                timeout=timeout,
             ) as resp:
-                if hops == 0 and resp.status in _REDIRECT_STATUSES and "Location" in resp.headers:
+                if (
+                    hops == 0
+                    and not kept
+                    and resp.status in _REDIRECT_STATUSES
+                    and "Location" in resp.headers
+                ):
                     raise FetchError(url, "too_many_redirects", "max_redirects=0")
                 length = resp.content_length
                 if length is not None and length > limit:
                     raise FetchError(url, "too_large", f"Content-Length {length} > {limit}")
                 decoders = _decoders(",".join(resp.headers.getall("Content-Encoding", ())))
                 body = await _read_body(resp, limit, url, decoders)
+                if resp.history:
+                    # Scrapy's redirect keys, on the meta the callback sees.
+                    request.meta = {
+                        **(meta or {}),
+                        "redirect_urls": [str(r.url) for r in resp.history],
+                        "redirect_reasons": [r.status for r in resp.history],
+                        "redirect_times": len(resp.history),
+                    }
                 return response_for(str(resp.url), resp.status, resp.headers, body, request)
         except FetchError:
             raise
@@ -425,3 +716,6 @@ class Fetcher:
             raise FetchError(url, reason, f"{type(e).__name__}: {e}"[:300]) from None
         except (aiohttp.ClientError, OSError) as e:
             raise FetchError(url, "network_error", f"{type(e).__name__}: {e}"[:300]) from None
+        finally:
+            if token is not None:
+                _target.reset(token)

@@ -31,14 +31,22 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS dead_letters (
     rid INTEGER PRIMARY KEY, url TEXT NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS roots (rid INTEGER PRIMARY KEY, root TEXT NOT NULL);
 """
+#: Made on first use, so that a crawl without redirect dedups or cookies has the job dir
+#: it always had (a table costs pages a nearly full disk may not have).
+_LAZY = {
+    "seen": "CREATE TABLE IF NOT EXISTS seen (fp INTEGER PRIMARY KEY)",
+    "jars": "CREATE TABLE IF NOT EXISTS jars (jar BLOB PRIMARY KEY, cookies BLOB NOT NULL)",
+    "roots": "CREATE TABLE IF NOT EXISTS roots (rid INTEGER PRIMARY KEY, root TEXT NOT NULL)",
+}
 _ADD = "INSERT INTO requests (rid, fp, host, wire) VALUES (?, ?, ?, ?)"
 _ATTEMPT = "UPDATE requests SET attempt = ? WHERE rid = ?"
 _DONE = "UPDATE requests SET done = 1 WHERE rid = ?"
 _DEAD = "INSERT OR REPLACE INTO dead_letters (rid, url, reason, attempts) VALUES (?, ?, ?, ?)"
 _META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 _ROOT = "INSERT OR REPLACE INTO roots (rid, root) VALUES (?, ?)"
+_SEEN = "INSERT OR IGNORE INTO seen (fp) VALUES (?)"
+_JAR = "INSERT OR REPLACE INTO jars (jar, cookies) VALUES (?, ?)"
 
 #: A commit that fails with one of these (disk full, an I/O error, a locked database) is
 #: not any op's fault: nothing is written, and the same ops are committed again later.
@@ -52,6 +60,8 @@ _WHAT = {
     "attempt": "the retry count of",
     "dead": "the dead letter",
     "root": "the submitted URL behind",
+    "seen": "where a redirect ended, for",
+    "jar": "a cookie jar, for",
 }
 _SKIPPED = {
     "add": "a resumed crawl will not have it",
@@ -59,6 +69,8 @@ _SKIPPED = {
     "attempt": "a resumed crawl counts its attempts from the last one written",
     "dead": "a resumed crawl fetches it again",
     "root": "a resumed crawl gives no result for it",
+    "seen": "a resumed crawl may fetch that page again",
+    "jar": "a resumed crawl has that jar as of its last commit",
 }
 
 
@@ -119,6 +131,25 @@ class Journal:
         ones, which a live crawl does not mark seen either (stored as fp 0)."""
         for (fp,) in self._db.execute("SELECT fp FROM requests WHERE fp != 0"):
             yield fp
+        if self._has("seen"):  # where redirects ended
+            for (fp,) in self._db.execute("SELECT fp FROM seen"):
+                yield fp
+
+    def jars(self) -> Iterator[tuple[Any, Any]]:
+        """The cookie jars: (jar id, its cookies), as the frontier keeps them."""
+        if self._has("jars"):
+            for jar, cookies in self._db.execute("SELECT jar, cookies FROM jars"):
+                yield pickle.loads(jar), pickle.loads(cookies)
+
+    def _has(self, table: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return row is not None
+
+    def _make(self, table: str) -> None:
+        """Create a lazy table (inside the caller's transaction)."""
+        self._db.execute(_LAZY[table])
 
     def queued(self) -> Iterator[tuple[int, str, Any, int]]:
         """Requests not done, in the order they were first queued (leased ones included:
@@ -131,10 +162,11 @@ class Journal:
 
     def roots(self) -> Iterator[tuple[int, str]]:
         """Service mode: the submitted URL each request not done descends from."""
-        yield from self._db.execute(
-            "SELECT roots.rid, roots.root FROM roots JOIN requests USING (rid) "
-            "WHERE requests.done = 0"
-        )
+        if self._has("roots"):
+            yield from self._db.execute(
+                "SELECT roots.rid, roots.root FROM roots JOIN requests USING (rid) "
+                "WHERE requests.done = 0"
+            )
 
     def commit(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> int:
         """Write ``ops`` and ``meta`` in one transaction; returns how many ops were skipped.
@@ -156,7 +188,7 @@ class Journal:
             return self._commit_each(ops, meta)
 
     def _commit_all(self, ops: list[tuple[Any, ...]], meta: dict[str, str]) -> None:
-        adds, dones, attempts, dead, roots = [], [], [], [], []
+        adds, dones, attempts, dead, roots, seen, jars = [], [], [], [], [], [], []
         for op in ops:
             kind = op[0]
             if kind == "add":
@@ -169,6 +201,10 @@ class Journal:
                 attempts.append((op[2], op[1]))
             elif kind == "root":
                 roots.append(op[1:])
+            elif kind == "seen":
+                seen.append((op[1],))
+            elif kind == "jar":
+                jars.append(_jar_row(op))
             else:  # dead
                 dones.append((op[1],))
                 dead.append(op[1:])
@@ -179,7 +215,15 @@ class Journal:
             db.executemany(_ATTEMPT, attempts)
             db.executemany(_DONE, dones)
             db.executemany(_DEAD, dead)
-            db.executemany(_ROOT, roots)
+            if roots:
+                self._make("roots")
+                db.executemany(_ROOT, roots)
+            if seen:
+                self._make("seen")
+                db.executemany(_SEEN, seen)
+            if jars:
+                self._make("jars")
+                db.executemany(_JAR, jars)
             db.executemany(_META, list(meta.items()))
             db.execute("COMMIT")
         except BaseException:
@@ -228,7 +272,14 @@ class Journal:
         elif kind == "attempt":
             db.execute(_ATTEMPT, (op[2], op[1]))
         elif kind == "root":
+            self._make("roots")
             db.execute(_ROOT, op[1:])
+        elif kind == "seen":
+            self._make("seen")
+            db.execute(_SEEN, (op[1],))
+        elif kind == "jar":
+            self._make("jars")
+            db.execute(_JAR, _jar_row(op))
         else:  # dead
             db.execute(_DONE, (op[1],))
             db.execute(_DEAD, op[1:])
@@ -236,6 +287,8 @@ class Journal:
     def _describe(self, op: tuple[Any, ...]) -> str:
         """The op, named by its request's URL (escaped: it may be what cannot be written)."""
         kind, rid = op[0], op[1]
+        if kind in ("seen", "jar"):
+            return f"{_WHAT[kind]} {rid!r:.60}"
         url: Any = None
         try:
             if kind == "add":
@@ -252,6 +305,14 @@ class Journal:
         if not isinstance(url, str):
             return f"{what} request {rid!r:.30}"
         return f"{what} {url if url.isascii() else ascii(url)}"
+
+
+def _jar_row(op: tuple[Any, ...]) -> tuple[bytes, bytes]:
+    _, jar, cookies = op
+    return (
+        pickle.dumps(jar, protocol=pickle.HIGHEST_PROTOCOL),
+        pickle.dumps(cookies, protocol=pickle.HIGHEST_PROTOCOL),
+    )
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -7,7 +7,9 @@ slower, and an exchange carries thousands of them):
 * a **push entry** ``(fingerprint, politeness key, wire)``: a request for the frontier;
 * a **lease** ``(lease_id, attempt, wire)``: a request handed to one worker;
 * an **outcome** ``(lease_id, kind, reason, new requests, items, info)``: what became of
-  a lease. ``kind`` is a ``Kind``; ``info`` is ``(status, latency_s, retry_after_s)``;
+  a lease. ``kind`` is a ``Kind``; ``info`` is ``(status, latency_s, retry_after_s)``, or
+  ``(status, latency_s, retry_after_s, final_fp)`` for a page reached through redirects
+  (``final_fp``: the fingerprint of the URL it ended at, deduplicated like a request);
   items are JSON lines. ``reason`` is, by kind: the failure code (``fail``/``retry``,
   optionally followed by ``|`` and the errback's notes), the ``CloseSpider`` reason
   (``close``), the robots.txt verdict (``robots``), or the page's notes (``ok``/``skip``).
@@ -15,6 +17,11 @@ slower, and an exchange carries thousands of them):
 Notes are counters a worker noted on one page, ``callback_error,items/dropped*20``
 (``join_notes`` writes them, ``read_notes`` reads them). ``REASONS`` is the one table of
 failure codes: which are retried and which say the host did not answer.
+
+Sessions: a worker sends the **cookie changes** its responses made (``CookieChange``) in
+the same ``exchange``, and is sent the whole jar (``JarUpdates``) of each jar it leases
+or holds whose version it lacks. A cookie is plain data in aiohttp's ``CookieJar.save``
+form (``CookieData``); a jar maps ``"domain|path"`` to names to cookies (``JarData``).
 
 The service's name and the methods workers may call are here too (``SERVICE``,
 ``EXPOSED``), and so are the caps on one call and ``check_exchange``, which the server
@@ -37,23 +44,36 @@ __all__ = [
     "INT64_MIN",
     "KINDS",
     "MAX_BATCH",
+    "MAX_COOKIES_PER_JAR",
+    "MAX_COOKIE_BYTES",
+    "MAX_COOKIE_CHANGES",
+    "MAX_COOKIE_STORE_BYTES",
     "MAX_ITEM_BYTES",
+    "MAX_JARS",
     "MAX_LINKS_PER_PAGE",
     "MAX_NESTING",
     "MAX_REQUEST_BYTES",
     "MAX_REQUEST_VALUES",
+    "META_COOKIES",
     "NO_INFO",
     "REASONS",
     "RETRYABLE_REASONS",
     "RUNNING",
     "SERVICE",
+    "W_BODY",
     "W_CALLBACK",
     "W_DEPTH",
     "W_DONT_FILTER",
     "W_META",
+    "W_METHOD",
     "W_PRIORITY",
     "W_URL",
+    "CookieChange",
+    "CookieData",
     "Info",
+    "JarData",
+    "JarId",
+    "JarUpdates",
     "Kind",
     "Lease",
     "Outcome",
@@ -61,10 +81,14 @@ __all__ = [
     "Reason",
     "State",
     "WireRequest",
+    "check_cookie_changes",
     "check_exchange",
     "check_request_fields",
+    "cookie_size",
+    "jar_of",
     "join_notes",
     "read_notes",
+    "retries_allowed",
     "split_errback_notes",
     "with_errback_notes",
 ]
@@ -86,6 +110,8 @@ WireRequest = tuple[
 # Final ints let the type checker see which field of the tuple each index reads.
 W_URL: Final = 0
 W_CALLBACK: Final = 1
+W_METHOD: Final = 2
+W_BODY: Final = 4
 W_META: Final = 5
 W_PRIORITY: Final = 6
 W_DONT_FILTER: Final = 7
@@ -102,7 +128,8 @@ KINDS: Final[frozenset[str]] = frozenset(
 
 PushEntry = tuple[int, str, WireRequest]
 Lease = tuple[int, int, WireRequest]  # lease_id, attempt, wire
-Info = tuple[int, float, float]  # status, latency_s, retry_after_s
+# status, latency_s, retry_after_s[, final_fp: where a page's redirects ended]
+Info = tuple[int, float, float] | tuple[int, float, float, int]
 Outcome = tuple[int, Kind, str, list[PushEntry], list[str], Info]
 NO_INFO: Final[Info] = (0, 0.0, 0.0)
 
@@ -111,6 +138,43 @@ State = Literal["running", "closing", "finished"]
 RUNNING: Final = "running"
 CLOSING: Final = "closing"
 FINISHED: Final = "finished"
+
+#: The meta key ``Request(cookies=...)`` travels under (the wire request has no field of its
+#: own for them: a request without cookies pays nothing).
+META_COOKIES: Final = "_cookies"
+
+#: ``meta["cookiejar"]``: which session a request belongs to (None: the crawl's default).
+JarId = str | int | None
+#: One cookie, as aiohttp's ``CookieJar.save`` writes it: ``key``, ``value``,
+#: ``coded_value``, the attributes set (``path``, ``domain``, ``secure``, ``httponly``,
+#: ``samesite`` ...), ``host_only`` and ``expires_timestamp`` (seconds since the epoch).
+CookieData = dict[str, str | bool | float]
+#: A jar: ``"domain|path"`` -> cookie name -> cookie.
+JarData = dict[str, dict[str, CookieData]]
+#: A change one response made to a jar: (jar, "domain|path", name, cookie or None: deleted).
+CookieChange = tuple[JarId, str, str, CookieData | None]
+#: What a worker is sent: jar -> (version, the whole jar).
+JarUpdates = dict[JarId, tuple[int, JarData]]
+
+
+def jar_of(meta: dict[str, Any] | None) -> JarId:
+    """The jar a request's meta names (None, the default jar, for anything else)."""
+    if not meta:
+        return None
+    jar = meta.get("cookiejar")
+    return jar if type(jar) is str or type(jar) is int else None
+
+
+def retries_allowed(meta: dict[str, Any] | None, default: int) -> int:
+    """How many retries a request may have: ``meta["dont_retry"]`` (none) and
+    ``meta["max_retry_times"]`` (Scrapy's names) over the ``max_retries`` setting."""
+    if not meta:
+        return default
+    if meta.get("dont_retry"):
+        return 0
+    times = meta.get("max_retry_times")
+    return times if type(times) is int and times >= 0 else default
+
 
 SERVICE: Final = "frontier"
 EXPOSED: Final = ("hello", "exchange", "heartbeat", "status", "bye")
@@ -197,6 +261,17 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_NESTING = 100
 MAX_REQUEST_VALUES = 10_000
 MAX_REQUEST_BYTES = 4 * 2**20
+#: Caps on the cookies the frontier keeps for the crawl: one cookie (its name, value and
+#: attributes; browsers keep at least 4,096 bytes), the cookies in one jar, the jars, the
+#: bytes of all of them, and the changes one exchange may carry. Past the first three the
+#: frontier drops new cookies (counted as ``cookies/dropped``); an exchange past the last,
+#: or a cookie past the first, is refused.
+MAX_COOKIE_BYTES = 8192
+MAX_COOKIES_PER_JAR = 1000
+MAX_JARS = 10_000
+MAX_COOKIE_STORE_BYTES = 64 * 2**20
+MAX_COOKIE_CHANGES = 10_000
+_MAX_JAR_ID = 200
 
 
 # -- what workers may send ----------------------------------------------------------------
@@ -214,8 +289,10 @@ def check_exchange(
     max_batch: int,
     max_item_bytes: int,
     max_links: int,
+    cookies: Any = None,
 ) -> None:
-    """Check the types and sizes of one ``exchange`` call before the frontier sees it.
+    """Check the types and sizes of one ``exchange`` call before the frontier sees it
+    (``cookies``: the worker's cookie changes, when it sent any).
 
     Raises:
         ValueError: naming the first thing that is wrong.
@@ -234,7 +311,7 @@ def check_exchange(
             _fail("bad lease id or outcome kind")
         if type(reason) is not str or len(reason) > 200 or not _utf8(reason):
             _fail("reason must be a short string")  # a dead letter's reason is journaled
-        if not isinstance(info, tuple) or len(info) != 3 or not _good_info(*info):
+        if not isinstance(info, tuple) or len(info) not in (3, 4) or not _good_info(*info[:3]):
             _fail("info must be (status, latency_s, retry_after_s): an int 0..999, two seconds")
         if not isinstance(items, list) or not isinstance(requests, list):
             _fail("items and requests must be lists")
@@ -244,6 +321,53 @@ def check_exchange(
             if not isinstance(item, str) or len(item) > max_item_bytes:
                 _fail(f"an item must be a JSON string of at most {max_item_bytes} bytes")
         _check_requests(requests)
+        if len(info) == 4 and not (type(info[3]) is int and INT64_MIN <= info[3] <= INT64_MAX):
+            _fail("info's final fingerprint must be a signed 64-bit int")
+    if cookies is not None:
+        check_cookie_changes(cookies)
+
+
+def cookie_size(compound: str, name: str, cookie: dict[str, Any]) -> int:
+    """The bytes a cookie costs the frontier, about (its strings' lengths)."""
+    size = len(compound) + len(name)
+    for key, value in cookie.items():
+        size += len(key) + (len(value) if type(value) is str else 8)
+    return size
+
+
+def check_cookie_changes(changes: Any) -> None:
+    """Check a worker's cookie changes: ``[(jar, "domain|path", name, cookie | None)]``,
+    each cookie a flat dict of short strings, bools and numbers.
+
+    Raises:
+        ValueError: naming the first thing that is wrong.
+    """
+    if not isinstance(changes, list) or len(changes) > MAX_COOKIE_CHANGES:
+        _fail(f"cookie changes must be a list of at most {MAX_COOKIE_CHANGES}")
+    for change in changes:
+        if type(change) is not tuple or len(change) != 4:
+            _fail("a cookie change must be (jar, 'domain|path', name, cookie or None)")
+        jar, compound, name, cookie = change
+        if not (
+            jar is None
+            or (type(jar) is int and INT64_MIN <= jar <= INT64_MAX)
+            or (type(jar) is str and len(jar) <= _MAX_JAR_ID and _utf8(jar))
+        ):
+            _fail(f"a cookie jar must be None, an int or a str of at most {_MAX_JAR_ID}")
+        if (
+            not (type(compound) is str and "|" in compound and type(name) is str and _utf8(name))
+            or len(compound) + len(name) > MAX_COOKIE_BYTES
+        ):
+            _fail("a cookie's 'domain|path' and name must be short strings")
+        if cookie is None:
+            continue
+        if type(cookie) is not dict or len(cookie) > 20:
+            _fail("a cookie must be a dict of at most 20 attributes")
+        for key, value in cookie.items():
+            if type(key) is not str or type(value) not in (str, bool, int, float):
+                _fail("a cookie's attributes must be strings, bools or numbers")
+        if cookie_size(compound, name, cookie) > MAX_COOKIE_BYTES:
+            _fail(f"a cookie over {MAX_COOKIE_BYTES} bytes (jar {jar!r:.40}, {name[:40]!r})")
 
 
 def _utf8(text: str) -> bool:

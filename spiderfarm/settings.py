@@ -42,7 +42,9 @@ class Settings:
     default_headers: dict[str, str] | None = _opt(
         None, "extra headers for every request (JSON object with -s)", None
     )
-    cookies_enabled: bool = _opt(True, "keep cookies per worker session", None)
+    cookies_enabled: bool = _opt(
+        True, "keep cookies, in jars the whole farm shares (meta cookiejar)", None
+    )
     verify_tls: bool = _opt(True, "verify TLS certificates", None)
     # crawl scope and limits, enforced by the frontier
     depth_limit: int = _opt(0, "deepest link depth followed; 0 means no limit")

@@ -199,7 +199,9 @@ def test_a_worker_holding_leases_or_asking_for_none_never_waits() -> None:
 def test_a_close_wakes_the_waiting_workers() -> None:
     frontier, _, _ = serving()
     got: list[Any] = []
-    waiter = threading.Thread(target=lambda: got.append(frontier.exchange("w1", [], 5, 60.0)))
+    waiter = threading.Thread(
+        target=lambda: got.append(frontier.exchange("w1", [], 5, wait_s=60.0))
+    )
     waiter.start()
     time.sleep(0.3)
     frontier.close("shutdown")

@@ -367,11 +367,16 @@ def test_a_consumer_that_vanishes_mid_get_loses_no_result(
     farm: ServingCrawl, quotes_site: str
 ) -> None:
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "spiderfarm", "results", "--connect", farm.address,
-         "--authkey-file", str(farm.key_file)],
+        [sys.executable, "-c", (
+            "import sys, spiderfarm\n"
+            f"c = spiderfarm.connect({farm.address!r}, authkey={KEY_HEX!r})\n"
+            "print('waiting', flush=True)\n"
+            "c.result_queue.get_many(10, None)\n"
+        )],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_environ(),
     )  # fmt: skip
-    time.sleep(2.0)  # it is blocked in get_many on the server
+    assert waiting.stdout is not None and waiting.stdout.readline() == "waiting\n"
+    time.sleep(0.5)  # it is blocked in get_many on the server
     waiting.kill()
     waiting.communicate()
     client = spiderfarm.connect(farm.address, authkey=KEY_HEX)

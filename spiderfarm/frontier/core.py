@@ -2,7 +2,8 @@
 exposes, the start feeder drives and the journal checkpoints).
 
 Behind it: ``ledger.Ledger`` (what becomes of each request), ``hosts.Scheduler`` (which
-goes next), ``leases.Leases`` (who holds what) and ``limits.Limits`` (what ends the crawl).
+goes next), ``leases.Leases`` (who holds what), ``limits.Limits`` (what ends the crawl)
+and ``sessions.Jars`` (the crawl's cookie jars).
 """
 
 from __future__ import annotations
@@ -15,13 +16,25 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ..politeness import Throttle
-from ..protocol import RUNNING, Lease, Outcome, PushEntry, State, WireRequest
+from ..protocol import (
+    RUNNING,
+    CookieChange,
+    JarData,
+    JarId,
+    JarUpdates,
+    Lease,
+    Outcome,
+    PushEntry,
+    State,
+    WireRequest,
+)
 from ..settings import Settings
 from .hosts import Scheduler
 from .leases import Leases, Worker
 from .ledger import Ledger
 from .limits import Limits
 from .results import Results
+from .sessions import Jars
 
 logger = logging.getLogger("spiderfarm.frontier")
 
@@ -67,6 +80,7 @@ class Frontier:
             self._limits.serving = True
             self.results = Results(settings.result_queue_size, settings.result_queue_bytes)
             self._ledger.results = self.results
+        self._jars = Jars(self.stats)
 
     def _journal(self, op: tuple[Any, ...]) -> None:
         """Record one change for the next checkpoint (``journal.py`` applies them)."""
@@ -157,9 +171,15 @@ class Frontier:
 
     # -- the workers' calls --------------------------------------------------------
     def exchange(
-        self, worker: str, outcomes: Sequence[Outcome], want: int, wait_s: float = 0.0
+        self,
+        worker: str,
+        outcomes: Sequence[Outcome],
+        want: int,
+        cookies: Sequence[CookieChange] = (),
+        wait_s: float = 0.0,
     ) -> tuple[list[Lease], list[int], str]:
-        """Apply ``outcomes``, then lease up to ``want`` requests to ``worker``.
+        """Apply ``cookies`` (the changes the worker's responses made to the crawl's
+        jars) and ``outcomes``, then lease up to ``want`` requests to ``worker``.
 
         Returns the new leases, the ids of outcomes refused because their lease was no
         longer this worker's, and the crawl state (``running``/``closing``/``finished``).
@@ -169,6 +189,8 @@ class Frontier:
         """
         with self._lock:
             now = self._clock()
+            if cookies:  # first: the requests these pages made may be leased below
+                self._jars.apply(cookies)
             state = self._leases.seen(worker, now)
             apply = self._ledger.apply
             refused = [o[0] for o in outcomes if not apply(state, o, now)]
@@ -189,6 +211,17 @@ class Frontier:
                 leases = self._lease(state, want, now)
                 self._check_finished(now)
             return leases, refused, self._limits.state
+
+    def jar_updates(self, worker: str, leases: Sequence[Lease]) -> JarUpdates:
+        """The cookie jars ``worker`` should take with ``leases``: those of the leases,
+        and those it holds that changed, in the versions it lacks."""
+        with self._lock:
+            return self._jars.updates(worker, leases) if self._jars else {}
+
+    def cookies(self, jar: JarId = None) -> JarData:
+        """A copy of one cookie jar: ``"domain|path"`` -> name -> cookie."""
+        with self._lock:
+            return self._jars.cookies(jar)
 
     def _lease(self, worker: Worker, want: int, now: float) -> list[Lease]:
         limits, scheduler = self._limits, self._scheduler
@@ -215,6 +248,7 @@ class Frontier:
             )  # fmt: skip
             stats["workers/dead"] += 1
             ledger.reclaim(list(worker.leases), now)
+            self._jars.forget_worker(worker.name)
         expired = self._leases.expired(now)
         if expired:
             stats["leases/expired"] += len(expired)
@@ -230,6 +264,7 @@ class Frontier:
         """A worker said goodbye: anything it still holds goes back to the queue now."""
         with self._lock:
             lease_ids = self._leases.forget(worker)
+            self._jars.forget_worker(worker)
             if lease_ids is not None:
                 self._ledger.reclaim(lease_ids, self._clock())
                 self._check_finished(self._clock())
@@ -295,6 +330,8 @@ class Frontier:
         with self._lock:
             offsets = feed_offset()
             ops, self._ops = self._ops or [], []
+            if self._jars:
+                ops += self._jars.take_dirty()
             return ops, offsets, dict(self.stats), self.state, self.close_reason
 
     def uncheckpoint(self, ops: list[tuple[Any, ...]]) -> None:
@@ -310,10 +347,12 @@ class Frontier:
         stats: dict[str, int],
         dead_letters: Iterable[tuple[str, str, int]],
         roots: Iterable[tuple[int, str]] = (),
+        jars: Iterable[tuple[JarId, JarData]] = (),
     ) -> int:
         """Load a journal's state before any worker connects; returns the queued count."""
         with self._lock:
             self._ledger.restore(fingerprints, queued, roots)
+            self._jars.restore(jars)
             self.stats.update(stats)
             self.dead_letters.extend(dead_letters)
             self._limits.restore()

@@ -95,7 +95,7 @@ class Host:
 
     def answered(self, kind: str, reason: str, info: Info, now: float, throttle: Throttle) -> None:
         """What one outcome tells of the host: its new delay, and when it may start next."""
-        status, latency, retry_after = info
+        status, latency, retry_after = info[0], info[1], info[2]
         # Only a host that does not answer is backed off, not one serving bad pages.
         failed = kind in ("fail", "retry") and reason in CONNECTION_FAILURES
         if not failed and not status:

@@ -24,6 +24,7 @@ from ..protocol import (
     PushEntry,
     WireRequest,
     read_notes,
+    retries_allowed,
     split_errback_notes,
 )
 from ..settings import Settings
@@ -303,11 +304,24 @@ class Ledger:
             if notes:
                 self._count_notes(notes)
         else:
+            final = info[3] if len(info) == 4 and not wire[W_DONT_FILTER] else 0
+            if final and final in self.seen:
+                # Its redirects ended at a URL the crawl has (or will have) as a page of its
+                # own: a second copy of that page, dropped as Scrapy's dupefilter would.
+                host.pages += 1
+                stats["pages"] += 1
+                stats["filtered/redirect_duplicate"] += 1
+                self._done(rid)
+                self._scheduler.schedule(key, host, now)
+                return
             if items and not self._limits.write(items):
                 # Not written (disk full): the page is not done; a resumed job fetches it.
                 self._requeue(key, rid, wire, attempt, now, 0.0)
                 self._scheduler.schedule(key, host, now)
                 return
+            if final:
+                self.seen.add(final)
+                self._journal(("seen", final))
             if kind != "skip":  # skip: a middleware ignored or replaced it, nothing fetched
                 host.pages += 1
                 stats["pages"] += 1
@@ -340,7 +354,7 @@ class Ledger:
     ) -> None:
         new_requests, items, info = outcome[3], outcome[4], outcome[5]
         stats = self._stats
-        if kind == "retry" and attempt < self._settings.max_retries:
+        if kind == "retry" and attempt < retries_allowed(wire[W_META], self._settings.max_retries):
             stats[f"retries/{reason}"] += 1
             self._retry_later(key, rid, wire, attempt + 1, now, info[2])
         else:

@@ -104,7 +104,9 @@ class Results:
                         raise queue.Empty
                     wait = min(wait, left)
                 self._cond.wait(wait)
-                if not self._held and alive is not None and not alive():
+                if alive is not None and not alive():
+                    # Asked before taking too: a reply to a closed socket may well be
+                    # "sent" (into the kernel's buffer) and lost all the same.
                     raise ConnectionAbortedError("the client went away while waiting")
             taken = [self._held.popleft() for _ in range(min(most, len(self._held)))]
             self._bytes -= sum(map(_size, taken))

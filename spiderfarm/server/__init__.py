@@ -30,6 +30,8 @@ from ..protocol import (
     MAX_ITEM_BYTES,
     MAX_LINKS_PER_PAGE,
     SERVICE,
+    CookieChange,
+    JarUpdates,
     Lease,
     Outcome,
     check_exchange,
@@ -93,17 +95,27 @@ class FrontierService:
         return {**self.welcome, "worker_id": worker_id}
 
     def exchange(
-        self, worker_id: str, outcomes: list[Outcome], want: int
-    ) -> tuple[list[Lease], list[int], str]:
+        self,
+        worker_id: str,
+        outcomes: list[Outcome],
+        want: int,
+        cookies: list[CookieChange] | None = None,
+    ) -> tuple[list[Lease], list[int], str] | tuple[list[Lease], list[int], str, JarUpdates]:
+        """Apply outcomes, lease requests. A worker that sends ``cookies`` (its cookie
+        changes, maybe none) is answered the jars it should take as a fourth value."""
         try:
             check_exchange(
                 worker_id, outcomes, want, max_batch=MAX_BATCH, max_item_bytes=MAX_ITEM_BYTES,
-                max_links=MAX_LINKS_PER_PAGE,
+                max_links=MAX_LINKS_PER_PAGE, cookies=cookies,
             )  # fmt: skip
         except ValueError as exc:
             logger.error("worker %.200r: %s", worker_id, exc)
             raise
-        return self._frontier.exchange(worker_id, outcomes, want, self._idle_wait_s)
+        frontier, wait_s = self._frontier, self._idle_wait_s
+        if cookies is None:
+            return frontier.exchange(worker_id, outcomes, want, wait_s=wait_s)
+        leases, refused, state = frontier.exchange(worker_id, outcomes, want, cookies, wait_s)
+        return leases, refused, state, frontier.jar_updates(worker_id, leases)
 
     def heartbeat(self, worker_id: str, lag_s: float) -> None:
         if not isinstance(worker_id, str) or type(lag_s) not in (int, float):
@@ -151,7 +163,7 @@ class FarmServer:
         if self.journal is not None and saved is not None:
             queued = self.frontier.restore(
                 self.journal.fingerprints(), self.journal.queued(), saved.stats,
-                saved.dead_letters, self.journal.roots(),
+                saved.dead_letters, self.journal.roots(), self.journal.jars(),
             )  # fmt: skip
             self.frontier.set_next_rid(saved.next_rid)
             logger.info("resuming from %s: %d requests queued", config.job_dir, queued)

@@ -14,7 +14,7 @@ from multiprocessing.reduction import ForkingPickler
 
 from ..ipkeys import IpKeys
 from ..protocol import MAX_LINKS_PER_PAGE, W_URL, Outcome, WireRequest, check_request_fields
-from ..request import Request
+from ..request import InvalidRequest, Request, check_meta
 from ..settings import Settings
 from ..urls import Fingerprinter, domain_of, host_of, ip_key_nowait
 from .result import PageResult
@@ -79,6 +79,13 @@ class Links:
                 )  # fmt: skip
             result.full = True
             return
+        if value.meta:  # it may have changed since the Request was made
+            try:
+                check_meta(value.meta, url)
+            except InvalidRequest as exc:
+                logger.error("spider %s: dropping a request: %s", self._spider_name, exc)
+                result.notes.append("requests/bad_meta")
+                return
         value.depth = depth
         if self._depth_priority:
             value.priority -= depth * self._depth_priority
@@ -113,6 +120,10 @@ class Links:
             result.notes.append("requests/unpicklable")
             return False
         return True
+
+    def fingerprint(self, url: str, method: str = "GET", body: bytes | None = None) -> int:
+        """The frontier's fingerprint of a request (method, canonical URL, body)."""
+        return self._fingerprinter.fingerprint(url, method, body)
 
     def politeness_key(self, url: str) -> str:
         """The key of ``url``'s host, cached by the URL's scheme and authority (a crawl

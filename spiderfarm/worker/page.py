@@ -2,7 +2,10 @@
 
 Downloader middlewares, the fetch, the status check (retry codes, ``Retry-After``,
 ``handle_httpstatus_list``), the callback or, on the final failure, the errback, the item
-pipelines and the items' encoding. A ``PageRunner`` needs a spider, settings, a fetcher
+pipelines and the items' encoding. Scrapy's per-request ``meta`` controls (``dont_retry``,
+``max_retry_times``, ``handle_httpstatus_list``/``_all``) and HTTP basic auth
+(``http_user``/``http_pass``/``http_auth_domain``) are applied here; the fetcher applies
+the redirect, timeout and cookie ones. A ``PageRunner`` needs a spider, settings, a fetcher
 and a ``Links``; no server (tests and ``benchmarks/page_bench.py`` build one directly).
 """
 
@@ -12,7 +15,9 @@ import inspect
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+from w3lib.http import basic_auth_header
 
 from ..errors import CloseSpider, DropItem, FetchError, IgnoreRequest
 from ..fetch import retry_after_s
@@ -29,12 +34,14 @@ from ..protocol import (
     Lease,
     Outcome,
     join_notes,
+    retries_allowed,
     with_errback_notes,
 )
-from ..request import Request, current_spider
+from ..request import InvalidRequest, Request, check_meta, current_spider
 from ..response import Response
 from ..settings import Settings
 from ..spider import Spider
+from ..urls import host_allowed, host_of
 from .links import Links
 from .result import PageResult, is_single
 
@@ -45,6 +52,26 @@ __all__ = ["Fetches", "PageRunner"]
 # A CloseSpider reason is user text; the server refuses a reason over 200 characters.
 _MAX_CLOSE_REASON = 100
 _NO_LEASES: Mapping[str, int] = {}
+_UNSET: Final = object()
+# How a redirect changes the method (aiohttp's rule, which Scrapy's matches): 303 makes a
+# GET of anything but HEAD, 301 and 302 make a GET of a POST; the body goes with it.
+_TO_GET: Final = frozenset({301, 302})
+
+
+def _final_method(method: str, reasons: list[int]) -> str:
+    for status in reasons:
+        if (status == 303 and method != "HEAD") or (status in _TO_GET and method == "POST"):
+            method = "GET"
+    return method
+
+
+def auth_domain(spider: Spider, first_url: str) -> str | None:
+    """The host HTTP basic auth credentials go to: ``spider.http_auth_domain`` (None: every
+    host), else the host of the crawl's first request (Scrapy's rule)."""
+    domain = getattr(spider, "http_auth_domain", _UNSET)
+    if domain is _UNSET:
+        return host_of(first_url).rpartition(":")[0] or host_of(first_url)
+    return str(domain).lower() if domain else None
 
 
 class Fetches(Protocol):
@@ -78,6 +105,25 @@ class PageRunner:
         )
         self._retry_codes = frozenset(settings.retry_http_codes)
         self.pages = 0  # responses that reached the status check
+        user, password = getattr(spider, "http_user", ""), getattr(spider, "http_pass", "")
+        self._auth = basic_auth_header(user, password).decode() if user or password else None
+        self._auth_domain: Any = _UNSET  # decided by the first request, unless set
+
+    def _authorize(self, request: Request) -> None:
+        """HTTP basic auth, as Scrapy's HttpAuthMiddleware: only to ``http_auth_domain``
+        (and its subdomains), never over a request's own Authorization header."""
+        if self._auth_domain is _UNSET:
+            self._auth_domain = auth_domain(self.spider, request.url)
+        domain = self._auth_domain
+        headers = request.headers
+        if headers and any(k.lower() == "authorization" for k in headers):
+            return
+        if domain is not None:
+            host = host_of(request.url)
+            host = host.rpartition(":")[0] if host.count(":") == 1 else host
+            if not host_allowed(host, frozenset((domain,))):
+                return
+        request.headers = {**(headers or {}), "Authorization": self._auth or ""}
 
     async def process(self, lease: Lease) -> Outcome:
         """The outcome of one lease, whatever happened to it (never raises for a bad
@@ -86,6 +132,14 @@ class PageRunner:
         request = Request.from_wire(wire)
         if request.callback == ROBOTS_CALLBACK:
             return await self._fetch_robots(lease_id, request)
+        meta = request.meta
+        if meta:
+            try:
+                check_meta(meta, request.url)
+            except InvalidRequest as exc:  # set after the request was made: fail it alone
+                logger.error("spider %s: %s", self.spider.name, exc)
+                error = FetchError(request.url, "bad_request", str(exc)[:300])
+                return await self._failed(request, lease_id, attempt, error, False, NO_INFO)
         started = time.monotonic()
         mw = self._middlewares
         response: Response | Request | None = None
@@ -120,7 +174,18 @@ class PageRunner:
             return (lease_id, "skip", notes, result.requests, [], NO_INFO)
         self.pages += 1
         status = response.status
-        if not 200 <= status < 300 and status not in self._handle_status:
+        meta = request.meta
+        if (
+            not 200 <= status < 300
+            and status not in self._handle_status
+            and not (
+                meta
+                and (
+                    meta.get("handle_httpstatus_all")
+                    or status in (meta.get("handle_httpstatus_list") or ())
+                )
+            )
+        ):
             retry = status in self._retry_codes
             wait = retry_after_s(response.headers.get("Retry-After")) if retry else 0.0
             error = FetchError(request.url, f"http_{status}")
@@ -132,11 +197,27 @@ class PageRunner:
         )
         kind: Kind = "close" if result.close_reason else "ok"
         reason = result.close_reason or join_notes(result.notes)
-        return (lease_id, kind, reason, result.requests, result.items, (status, latency, 0.0))
+        page_info: Info = (status, latency, 0.0)
+        if (
+            meta
+            and "redirect_reasons" in meta
+            and response.url != request.url
+            and not request.dont_filter
+        ):
+            # Where the redirects ended is deduplicated like a request (Scrapy schedules
+            # a redirect as a new request): the frontier drops this page if it is seen.
+            method = _final_method(request.method, meta["redirect_reasons"])
+            body = request.body if method == request.method else None
+            final = self.links.fingerprint(response.url, method, body)
+            if final != self.links.fingerprint(request.url, request.method, request.body):
+                page_info = (status, latency, 0.0, final)
+        return (lease_id, kind, reason, result.requests, result.items, page_info)
 
     async def _fetch(self, request: Request) -> Response:
         if self.fetcher is None:
             raise RuntimeError("this PageRunner has no fetcher: it can run callbacks only")
+        if self._auth is not None:
+            self._authorize(request)
         return await self.fetcher.fetch(request)
 
     async def _fetch_robots(self, lease_id: int, request: Request) -> Outcome:
@@ -173,8 +254,11 @@ class PageRunner:
         retry: bool,
         info: Info,
     ) -> Outcome:
+        # dont_retry, max_retry_times: the frontier reads them too, and dead-letters a
+        # "retry" past them, as it does one past max_retries.
+        allowed = retries_allowed(request.meta, self.settings.max_retries)
         kind: Kind = "retry" if retry else "fail"
-        if request.errback and (not retry or attempt >= self.settings.max_retries):
+        if request.errback and (not retry or attempt >= allowed):
             # The errback sees the final failure only (Scrapy's ``errback(failure)``, with
             # ``failure.request``); its output is acked with it. The kind stays "retry" so
             # that the frontier dead-letters a request that ran out of retries.

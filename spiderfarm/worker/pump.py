@@ -23,7 +23,7 @@ from typing import Any
 
 from ..client import FrontierClient
 from ..errors import ConnectError, SpiderfarmError
-from ..fetch import Fetcher
+from ..fetch import Fetcher, Sessions
 from ..heartbeat import Heartbeat, LoopWatch
 from ..middleware import Middlewares, Pipelines, load_components
 from ..protocol import CLOSING, FINISHED, MAX_BATCH, NO_INFO, W_URL, Lease, Outcome
@@ -111,6 +111,7 @@ class Worker:
         self._leased: dict[str, int] = {}
         self._watch = LoopWatch()
         self._runner: PageRunner | None = None
+        self._sessions: Sessions | None = None  # the cookie jars, with cookies enabled
 
     @property
     def pages(self) -> int:
@@ -156,7 +157,10 @@ class Worker:
                 await self.client.close()
                 raise
         try:
-            async with Fetcher(crawl.settings) as fetcher:
+            self._sessions = Sessions() if crawl.settings.cookies_enabled else None
+            handled = getattr(crawl.spider, "handle_httpstatus_list", ())
+            fetcher = Fetcher(crawl.settings, sessions=self._sessions, handle_httpstatus=handled)
+            async with fetcher:
                 self._runner = PageRunner(
                     crawl.spider, crawl.settings, fetcher, crawl.links,
                     middlewares=crawl.middlewares, pipelines=crawl.pipelines,
@@ -223,8 +227,21 @@ class Worker:
             due = now - last_call > 1.0  # heartbeat
             if self._outcomes or want >= self._flush_at or due:
                 outcomes, self._outcomes = self._outcomes, []
+                sessions = self._sessions
                 try:
-                    leases, refused, self._state = await client.exchange(worker_id, outcomes, want)
+                    if sessions is None:
+                        leases, refused, self._state = await client.exchange(
+                            worker_id, outcomes, want
+                        )
+                    else:
+                        # The cookies the pages set travel with their outcomes (a batch
+                        # the server refuses loses them); the jars come back before the
+                        # leases that need them run.
+                        leases, refused, self._state, jars = await client.exchange_sessions(
+                            worker_id, outcomes, want, sessions.take_changes()
+                        )
+                        if jars:
+                            sessions.load(jars)
                 except ConnectError:
                     raise
                 except Exception as exc:
