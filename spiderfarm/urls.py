@@ -48,11 +48,29 @@ SAFE_CHARS = frozenset(
 )
 
 
+#: URLs ``safe_url`` passed, as they came and as it returned them: a crawl's pages link
+#: to the same URLs again and again. Started over past ``_SAFE_MAX``.
+_SAFE: dict[str, str] = {}
+_SAFE_MAX = 200_000
+
+
 def safe_url(url: str) -> str:
     """Return ``url`` percent-encoded and with an IDNA host, or raise ValueError.
 
-    Most URLs are already safe ASCII; they skip w3lib's slower path.
+    Most URLs are already safe ASCII; they skip w3lib's slower path, and a URL passed
+    before is answered from a cache.
     """
+    known = _SAFE.get(url) if type(url) is str else None
+    if known is not None:
+        return known
+    made = _safe_url(url)
+    if len(_SAFE) >= _SAFE_MAX:
+        _SAFE.clear()
+    _SAFE[url] = made
+    return made
+
+
+def _safe_url(url: str) -> str:
     if not isinstance(url, str):
         raise ValueError(f"URL must be a str, got {type(url).__name__}: {url!r}")
     url = url.strip()
@@ -260,6 +278,10 @@ class Fingerprinter:
         self._max_cache = max_cache
 
     def canonical(self, url: str) -> str:
+        # The fragment is not part of the canonical URL (w3lib drops it whatever it is);
+        # without it, a link to "page.html#section" takes the fast path.
+        if "#" in url:
+            url = url.partition("#")[0]
         if _already_canonical(url):
             return url
         canon = self._cache.get(url)

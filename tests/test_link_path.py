@@ -119,3 +119,23 @@ def test_every_link_of_the_real_world_corpus_joins_and_follows_as_before(
             got = [req.url for req in r.follow_all(css="a", callback="parse")]
             assert got == followed_the_plain_way(r, hrefs), url
     assert links > 1_000
+
+
+def test_links_off_the_allowed_domains_are_dropped_on_the_worker_and_counted() -> None:
+    from spiderfarm.protocol import join_notes, read_notes
+    from spiderfarm.settings import Settings
+    from spiderfarm.worker import Links, PageResult
+
+    links = Links(Settings(), "s", allowed_domains=["a.test", ".b.test"])
+    parent, result = Request("http://a.test/"), PageResult()
+    for url in ["http://a.test/1", "http://x.a.test:8080/2", "https://b.test/3",
+                "http://c.test/4", "http://a.test.evil/5", "http://c.test/6"]:  # fmt: skip
+        links.add(Request(url), parent, result)
+    assert [wire[0] for _, _, wire in result.requests] == [
+        "http://a.test/1", "http://x.a.test:8080/2", "https://b.test/3"
+    ]  # fmt: skip
+    # The frontier adds the page's notes to its stats as if it had filtered them itself.
+    assert list(read_notes(join_notes(result.notes))) == [("filtered/offsite", 3)]
+    anywhere = Links(Settings(), "s")
+    anywhere.add(Request("http://c.test/4"), parent, everything := PageResult())
+    assert len(everything.requests) == 1 and everything.notes == []

@@ -397,3 +397,23 @@ def test_the_canonical_shortcut_agrees_with_w3lib_on_generated_urls() -> None:
                 pytest.fail(f"the shortcut took {url!r}, which w3lib refuses: {exc}")
             assert canonical == url
     assert taken > 500  # the shortcut is really taken for the ordinary ones
+
+
+def test_the_canonical_form_without_the_fragment_agrees_with_w3lib() -> None:
+    """Fingerprinter.canonical cuts the fragment off before anything else (the shortcut
+    then takes "page.html#section"): w3lib's canonical form of every URL here must be
+    the same, whatever the fragment holds."""
+    rnd = random.Random(20261202)
+    path_chars = "".join(sorted(SAFE_CHARS)) + "abcdefgh/-_" * 6
+    fragments = ["", "#", "#a", "#a?b=1", "#a#b", "#%41", "#é", "#a b", "#/../x", "#?"]
+    fingerprinter = Fingerprinter()
+    for _ in range(3000):
+        url = _generated_url(rnd, path_chars) + rnd.choice(fragments)
+        try:
+            expected = canonicalize_url(url)
+        except ValueError:
+            continue
+        assert fingerprinter.canonical(url) == expected, url
+    assert fingerprinter.fingerprint("http://a.test/p.html#s") == fingerprinter.fingerprint(
+        "http://a.test/p.html"
+    )

@@ -10,13 +10,14 @@ with ``politeness_key=ip`` looked up off the loop) and checked to pickle, so tha
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from multiprocessing.reduction import ForkingPickler
 
 from ..ipkeys import IpKeys
 from ..protocol import MAX_LINKS_PER_PAGE, W_URL, Outcome, WireRequest, check_request_fields
 from ..request import InvalidRequest, Request, check_meta
 from ..settings import Settings
-from ..urls import Fingerprinter, domain_of, host_of, ip_key_nowait
+from ..urls import Fingerprinter, domain_of, host_allowed, host_of, ip_key_nowait
 from .result import PageResult
 
 logger = logging.getLogger("spiderfarm.worker")
@@ -28,11 +29,38 @@ __all__ = ["Links"]
 CACHE_MAX = 1_000_000
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain_fields(wire: WireRequest) -> bool:
+    """Headers, meta and cb_kwargs that are small flat dicts of strings and numbers
+    (CrawlSpider's ``{"rule": 0, "link_text": "..."}``): they pickle and pass the
+    server's caps, so neither needs trying."""
+    size = 0
+    for fields in (wire[3], wire[5], wire[8]):
+        if fields is None:
+            continue
+        if type(fields) is not dict or len(fields) > 32:
+            return False
+        for key, value in fields.items():
+            kind = type(value)
+            if type(key) is not str or kind not in _SCALARS:
+                return False
+            size += len(key) + (len(value) if kind is str else 8)
+    return size < 65_536
+
+
 class Links:
     """One worker's sent-set and politeness keys."""
 
-    def __init__(self, settings: Settings, spider_name: str = "") -> None:
+    def __init__(
+        self, settings: Settings, spider_name: str = "", allowed_domains: Iterable[str] = ()
+    ) -> None:
         self._spider_name = spider_name
+        # The spider's allowed_domains, as the frontier reads them: a link off them is
+        # dropped here (and counted as the frontier would count it), not sent to be.
+        self._allowed = frozenset(d.lower().lstrip(".") for d in allowed_domains)
+        self._offsite: dict[str, bool] = {}  # scheme://authority -> off the allowed domains
         self._fingerprinter = Fingerprinter()
         self._sent: dict[int, int] = {}  # fingerprint -> least depth already sent
         self._sent_urls: dict[str, int] = {}  # exact URL -> least depth already sent
@@ -49,6 +77,9 @@ class Links:
         """Add ``value`` to ``result.requests`` unless this worker sent it already."""
         depth = parent.depth + 1 if depth is None else depth
         url = value.url
+        if self._allowed and self._is_offsite(url):
+            result.notes.append("filtered/offsite")
+            return
         plain = value.method == "GET" and value.body is None and not value.dont_filter
         sent_urls = self._sent_urls
         if plain:
@@ -103,6 +134,8 @@ class Links:
         result.requests.append((fp, self.politeness_key(url), wire))
 
     def _pickles(self, wire: WireRequest, result: PageResult) -> bool:
+        if _plain_fields(wire):
+            return True
         try:
             check_request_fields(wire)  # the server would refuse the whole exchange
         except ValueError as exc:
@@ -124,6 +157,16 @@ class Links:
     def fingerprint(self, url: str, method: str = "GET", body: bytes | None = None) -> int:
         """The frontier's fingerprint of a request (method, canonical URL, body)."""
         return self._fingerprinter.fingerprint(url, method, body)
+
+    def _is_offsite(self, url: str) -> bool:
+        end = url.find("/", url.find("//") + 2)
+        authority = url if end == -1 else url[:end]
+        offsite = self._offsite.get(authority)
+        if offsite is None:
+            if len(self._offsite) > 100_000:
+                self._offsite.clear()
+            offsite = self._offsite[authority] = not host_allowed(host_of(url), self._allowed)
+        return offsite
 
     def politeness_key(self, url: str) -> str:
         """The key of ``url``'s host, cached by the URL's scheme and authority (a crawl

@@ -59,7 +59,7 @@ class Crawl:
         pls = [*settings.item_pipelines, *getattr(spider, "item_pipelines", ())]
         self.middlewares = Middlewares(load_components(mws, spider), spider) if mws else None
         self.pipelines = Pipelines(load_components(pls, spider), spider) if pls else None
-        self.links = Links(settings, spider.name)
+        self.links = Links(settings, spider.name, spider.allowed_domains)
 
     @classmethod
     def offline(
