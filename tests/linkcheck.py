@@ -53,6 +53,19 @@ def selector_base_url(response: Response) -> str:
         return response.url
 
 
+def is_self_link(response: Response, base: str, href: str) -> bool:
+    """A link to a fragment of the page being answered, which follow_all skips: the farm
+    has that request (unless it was dont_filter), so it could only be a duplicate."""
+    request = response.request
+    return (
+        href.startswith("#")
+        and base == response.url == request.url
+        and not request.dont_filter
+        and request.method == "GET"
+        and request.body is None
+    )
+
+
 def selector_links(response: Response, css: str = "a") -> list[str]:
     """What ``response.follow_all(css=css)`` must give: the ``href`` of every element the
     selector finds, joined to ``selector_base_url``, kept if ``Request`` accepts it as an
@@ -63,7 +76,7 @@ def selector_links(response: Response, css: str = "a") -> list[str]:
     base = selector_base_url(response)
     urls = []
     for href in response.css(query).getall():
-        if not (href := href.strip()):
+        if not (href := href.strip()) or is_self_link(response, base, href):
             continue
         with contextlib.suppress(ValueError):  # a link urljoin or Request refuses
             absolute = urljoin(base, href)
