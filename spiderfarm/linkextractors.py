@@ -107,8 +107,42 @@ def _has_extension(path: str, extensions: set[str], plain: bool) -> bool:
     return False
 
 
+def _settled(url: str) -> bool:
+    """Whether ``url`` is what w3lib's safe_url_string and then urljoin with an http(s)
+    page make of it: an http(s) URL of safe ASCII (which safe_url_string leaves as it is,
+    as ``urls.safe_url`` relies on too) with nothing urlunparse would drop (an empty query,
+    fragment or last-segment params), no dot segment, and a path."""
+    start = url.find("//") + 2
+    slash = url.find("/", start)
+    if slash == -1 or any(0 <= url.find(mark, start) < slash for mark in "?#"):
+        return False  # no path: w3lib gives it one ("http://a?q" -> "http://a/?q")
+    return (
+        url.startswith(("http://", "https://"))
+        and url.isascii()
+        and SAFE_CHARS.issuperset(url)
+        and url[-1] not in "?#;"
+        and "?#" not in url
+        and ";?" not in url
+        and ";#" not in url
+        and "/." not in url
+    )
+
+
+def _path_of(url: str) -> str:
+    """``urlsplit(url).path`` of an http(s) URL that passed ``safe_url``."""
+    start = url.find("/", url.find("//") + 2)
+    if start == -1:
+        return ""
+    end = len(url)
+    for mark in ("?", "#"):
+        at = url.find(mark, start)
+        if at != -1:
+            end = min(end, at)
+    return url[start:end]
+
+
 #: Each extractor's URLs, by what they depend on; started over past this many.
-_CACHE_MAX = 100_000
+_CACHE_MAX = 50_000
 
 
 def _unique(links: list[Link]) -> list[Link]:
@@ -284,11 +318,12 @@ class LinkExtractor:
             url = self.process_value(url)
             if url is None:
                 return ""
-        try:
-            url = urljoin(page_url, safe_url_string(url, encoding=encoding))
-        except ValueError:
-            logger.debug("skipping the link %r on %s: not a usable URL", url, page_url)
-            return ""
+        if not _settled(url):
+            try:
+                url = urljoin(page_url, safe_url_string(url, encoding=encoding))
+            except ValueError:
+                logger.debug("skipping the link %r on %s: not a usable URL", url, page_url)
+                return ""
         return url if self._url_allowed(url) else ""
 
     def _fragment_link(self, response: TextResponse, value: str) -> str | None:
@@ -328,7 +363,7 @@ class LinkExtractor:
         if self.deny_domains and _from_any_domain(url, self.deny_domains):
             return False
         if self.deny_extensions:
-            path = urlsplit(url).path.lower()
+            path = _path_of(url).lower()
             if _has_extension(path, self.deny_extensions, self._plain_extensions):
                 return False
         return True

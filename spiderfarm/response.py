@@ -438,7 +438,7 @@ def response_for(
 #: ``_join_key``); each cache starts over past ``_CACHE_MAX`` entries.
 _JOINED: dict[tuple[str, str], str] = {}
 _FOLLOWED: dict[tuple[str, str], str] = {}
-_CACHE_MAX = 200_000
+_CACHE_MAX = 50_000
 
 
 def _directory(base: str, origin: str) -> str | None:

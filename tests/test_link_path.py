@@ -139,3 +139,70 @@ def test_links_off_the_allowed_domains_are_dropped_on_the_worker_and_counted() -
     anywhere = Links(Settings(), "s")
     anywhere.add(Request("http://c.test/4"), parent, everything := PageResult())
     assert len(everything.requests) == 1 and everything.notes == []
+
+
+def extracted_the_plain_way(response: HtmlResponse) -> list[tuple[str, str, bool]]:
+    """What LinkExtractor() gave before its fast paths, as Scrapy's does it: for every
+    <a>/<area> href, strip, urljoin with the base, safe_url_string, urljoin with the page,
+    keep http(s) URLs safe_url accepts and whose path has no ignored extension; each URL
+    once (first), with its text and nofollow."""
+    from lxml import etree
+    from w3lib.html import strip_html5_whitespace
+    from w3lib.url import safe_url_string
+
+    from spiderfarm.linkextractors import IGNORED_EXTENSIONS
+
+    string = etree.XPath("string()")
+    found: list[tuple[str, str, bool]] = []
+    seen: set[str] = set()
+    for el in response.selector.root.iter(etree.Element):
+        if el.tag not in ("a", "area") or el.get("href") is None:
+            continue
+        try:
+            url = urljoin(response.base_url, strip_html5_whitespace(el.get("href")))
+            url = urljoin(response.url, safe_url_string(url, encoding=response.encoding))
+            safe_url(url)
+        except ValueError:
+            continue
+        path = urlsplit(url).path.lower()
+        if urlsplit(url).scheme not in FETCHABLE_SCHEMES or any(
+            path.endswith("." + ext) for ext in IGNORED_EXTENSIONS
+        ):
+            continue
+        if url not in seen:
+            seen.add(url)
+            rel = (el.get("rel") or "").lower().replace(",", " ").split()
+            found.append((url, str(string(el) or ""), "nofollow" in rel))
+    return found
+
+
+def _extracted(response: HtmlResponse, extractor: object) -> list[tuple[str, str, bool]]:
+    links = extractor.extract_links(response)  # type: ignore[attr-defined]
+    return [(link.url, link.text, link.nofollow) for link in links]
+
+
+def test_link_extractor_equals_the_plain_way_on_odd_links() -> None:
+    from spiderfarm.linkextractors import LinkExtractor
+
+    extractor = LinkExtractor()
+    page = "".join(f'<a href="{h}">t{i}</a>' for i, h in enumerate(HREFS) if '"' not in h)
+    page += '<a href="x.PNG">img</a><a href="a.tar.gz">gz</a><area href="m.html" rel="NoFollow">'
+    body = f"<html><body>{page}</body></html>".encode()
+    for _ in range(2):  # the second time from the extractor's cache
+        for base in BASES:
+            r = response(base, body)
+            assert _extracted(r, extractor) == extracted_the_plain_way(r), base
+
+
+@pytest.mark.parametrize("corpus_set", CORPUS, ids=lambda s: s.name)
+def test_link_extractor_equals_the_plain_way_on_the_corpus(corpus_set: CorpusSet) -> None:
+    from spiderfarm.linkextractors import LinkExtractor
+
+    extractor = LinkExtractor()
+    links = 0
+    for path, body in _corpus_pages(corpus_set):
+        r = response("http://127.0.0.1:8000" + path, body)
+        want = extracted_the_plain_way(r)
+        assert _extracted(r, extractor) == want, path
+        links += len(want)
+    assert links > 500

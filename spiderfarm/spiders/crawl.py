@@ -22,6 +22,7 @@ from ..linkextractors import LinkExtractor
 from ..request import InvalidRequest, Request
 from ..response import HtmlResponse, Response
 from ..spider import Spider
+from ..urls import safe_url
 from .output import iterate_spider_output
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,14 @@ class CrawlSpider(Spider):
         """Every rule callback's results pass through here (unchanged by default)."""
         return results
 
-    def _build_request(self, rule_index: int, link: Link) -> Request:
+    def _build_request(self, rule_index: int, link: Link, trusted: bool = False) -> Request:
+        """The request for a rule's link; ``trusted``: its URL came from a LinkExtractor
+        (which made it safe) untouched, so no Request validation is needed again."""
+        if trusted:
+            request = Request._trusted(safe_url(link.url), "_callback")
+            request.errback = "_errback"
+            request.meta = {"rule": rule_index, "link_text": link.text}
+            return request
         return Request(
             url=link.url,
             callback=self._callback,
@@ -174,10 +182,11 @@ class CrawlSpider(Spider):
             links = [
                 link for link in rule.link_extractor.extract_links(response) if link not in seen
             ]
+            trusted = rule.process_links is _identity and type(rule.link_extractor) is LinkExtractor
             for link in rule.process_links(links):
                 seen.add(link)
                 try:
-                    request = self._build_request(index, link)
+                    request = self._build_request(index, link, trusted)
                 except InvalidRequest as exc:  # a URL process_links made unusable
                     logger.debug("rule %d: skipping link on %s: %s", index, response.url, exc)
                     continue
