@@ -228,7 +228,9 @@ class _PeakRss:
         return self.peak
 
 
-def run(variant: str, start_url: str, tmp: Path) -> tuple[float, float, set[str], int, int]:
+def run(
+    variant: str, start_url: str, tmp: Path, pythonpath: Path = ROOT
+) -> tuple[float, float, set[str], int, int]:
     """(wall s, CPU s, item URLs, links seen, peak RSS of the crawling processes) of one run."""
     out = tmp / f"{variant}.jsonl"
     out.unlink(missing_ok=True)
@@ -254,7 +256,7 @@ def run(variant: str, start_url: str, tmp: Path) -> tuple[float, float, set[str]
                 workers, "-O", str(out), "-a", f"start_url={start_url}", *SETTINGS]  # fmt: skip
     cpu0, t0 = _children_cpu(), time.perf_counter()
     proc = subprocess.Popen(argv, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                            text=True, env={**os.environ, "PYTHONPATH": str(pythonpath)})  # fmt: skip
     rss = _PeakRss(proc.pid, children=framework == "sf")
     stdout, stderr = proc.communicate()
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
@@ -295,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     default = [f"sf-{s}-w{n}" for n in (1, 2) for s in STYLES] + ["bare"]
     default += [f"scrapy-{s}" for s in STYLES]
     parser.add_argument("--variants", default=",".join(default))
+    parser.add_argument(
+        "--pythonpath", type=Path, default=ROOT,
+        help="run spiderfarm from this checkout (an older commit, for a before figure)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     corpus_set = SETS[args.set]
     root = fetch(corpus_set)
@@ -327,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                     limit = args.scrapy_repeat if variant.startswith("scrapy") else args.repeat
                     if round_ >= limit:
                         continue
-                    wall, cpu, urls, seen_links, peak = run(variant, start, tmp)
+                    wall, cpu, urls, seen_links, peak = run(variant, start, tmp, args.pythonpath)
                     if variant == "bare":
                         expected, links = urls, seen_links
                     if expected is not None and urls != expected:

@@ -170,7 +170,8 @@ class LinkExtractor:
     whitespace around attribute values.
 
     Only http and https links are returned (Scrapy also returns ``file:`` and ``ftp:``),
-    and none the farm would refuse to fetch (over 2,083 characters, a bad port or host).
+    and none the farm would refuse to fetch (over 2,083 characters, a bad port or host):
+    every URL returned is one ``safe_url`` leaves as it is.
     """
 
     def __init__(
@@ -318,13 +319,24 @@ class LinkExtractor:
             url = self.process_value(url)
             if url is None:
                 return ""
-        if not _settled(url):
+        settled = _settled(url)
+        if not settled:
             try:
                 url = urljoin(page_url, safe_url_string(url, encoding=encoding))
             except ValueError:
                 logger.debug("skipping the link %r on %s: not a usable URL", url, page_url)
                 return ""
-        return url if self._url_allowed(url) else ""
+        # A settled URL on the page's own (validated) origin passes safe_url if it is
+        # short enough: scheme, host and port are the page's.
+        origin = response._base_origin
+        known = (
+            settled
+            and origin is not None
+            and url.startswith(origin)
+            and url[len(origin) : len(origin) + 1] == "/"
+            and len(url) <= MAX_URL_LENGTH
+        )
+        return url if self._url_allowed(url, known) else ""
 
     def _fragment_link(self, response: TextResponse, value: str) -> str | None:
         """A link to a fragment of the page itself (Sphinx and javadoc pages hold hundreds):
@@ -345,15 +357,16 @@ class LinkExtractor:
         url = own + value
         return url if len(url) <= MAX_URL_LENGTH else ""
 
-    def _url_allowed(self, url: str) -> bool:
-        """The filters on the URL alone: http(s), fetchable, ``allow``/``deny``, the
-        domains and ``deny_extensions``."""
-        if url.partition("://")[0] not in FETCHABLE_SCHEMES:
-            return False
-        try:
-            safe_url(url)
-        except ValueError:  # over the URL length cap, a bad port or host name
-            return False
+    def _url_allowed(self, url: str, fetchable: bool = False) -> bool:
+        """The filters on the URL alone: http(s), fetchable (known already when
+        ``fetchable``), ``allow``/``deny``, the domains and ``deny_extensions``."""
+        if not fetchable:
+            if url.partition("://")[0] not in FETCHABLE_SCHEMES:
+                return False
+            try:
+                safe_url(url)
+            except ValueError:  # over the URL length cap, a bad port or host name
+                return False
         if self.allow_res and not any(r.search(url) for r in self.allow_res):
             return False
         if self.deny_res and any(r.search(url) for r in self.deny_res):

@@ -204,5 +204,7 @@ def test_link_extractor_equals_the_plain_way_on_the_corpus(corpus_set: CorpusSet
         r = response("http://127.0.0.1:8000" + path, body)
         want = extracted_the_plain_way(r)
         assert _extracted(r, extractor) == want, path
+        # CrawlSpider builds its requests on this: no URL needs safe_url again.
+        assert all(safe_url(url) == url for url, _, _ in want), path
         links += len(want)
     assert links > 500

@@ -22,7 +22,6 @@ from ..linkextractors import LinkExtractor
 from ..request import InvalidRequest, Request
 from ..response import HtmlResponse, Response
 from ..spider import Spider
-from ..urls import safe_url
 from .output import iterate_spider_output
 
 logger = logging.getLogger(__name__)
@@ -161,9 +160,10 @@ class CrawlSpider(Spider):
 
     def _build_request(self, rule_index: int, link: Link, trusted: bool = False) -> Request:
         """The request for a rule's link; ``trusted``: its URL came from a LinkExtractor
-        (which made it safe) untouched, so no Request validation is needed again."""
+        untouched (every URL it returns is one safe_url leaves as it is), so no Request
+        validation is needed again."""
         if trusted:
-            request = Request._trusted(safe_url(link.url), "_callback")
+            request = Request._trusted(link.url, "_callback")
             request.errback = "_errback"
             request.meta = {"rule": rule_index, "link_text": link.text}
             return request
@@ -182,7 +182,12 @@ class CrawlSpider(Spider):
             links = [
                 link for link in rule.link_extractor.extract_links(response) if link not in seen
             ]
-            trusted = rule.process_links is _identity and type(rule.link_extractor) is LinkExtractor
+            extractor = rule.link_extractor
+            trusted = (
+                rule.process_links is _identity
+                and type(extractor) is LinkExtractor
+                and not extractor.canonicalize
+            )
             for link in rule.process_links(links):
                 seen.add(link)
                 try:
