@@ -256,7 +256,8 @@ def run(
                 workers, "-O", str(out), "-a", f"start_url={start_url}", *SETTINGS]  # fmt: skip
     cpu0, t0 = _children_cpu(), time.perf_counter()
     proc = subprocess.Popen(argv, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(pythonpath)})  # fmt: skip
+                            text=True,
+                            env={**os.environ, "PYTHONPATH": str(pythonpath)})  # fmt: skip
     rss = _PeakRss(proc.pid, children=framework == "sf")
     stdout, stderr = proc.communicate()
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0

@@ -142,7 +142,7 @@ def _path_of(url: str) -> str:
 
 
 #: Each extractor's URLs, by what they depend on; started over past this many.
-_CACHE_MAX = 50_000
+_CACHE_MAX = 20_000
 
 
 def _unique(links: list[Link]) -> list[Link]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 from urllib.parse import urljoin, urlsplit
@@ -438,7 +439,7 @@ def response_for(
 #: ``_join_key``); each cache starts over past ``_CACHE_MAX`` entries.
 _JOINED: dict[tuple[str, str], str] = {}
 _FOLLOWED: dict[tuple[str, str], str] = {}
-_CACHE_MAX = 50_000
+_CACHE_MAX = 20_000
 
 
 def _directory(base: str, origin: str) -> str | None:
@@ -453,7 +454,8 @@ def _directory(base: str, origin: str) -> str | None:
     slash = base.rfind("/", len(origin), end)
     if slash == -1 or not base.isascii() or not SAFE_CHARS.issuperset(base):
         return None
-    return base[: slash + 1]
+    # Interned: every page of a directory shares one string in the join caches' keys.
+    return sys.intern(base[: slash + 1])
 
 
 def _join_key(directory: str, origin: str, href: str) -> tuple[str, str] | None:

@@ -51,7 +51,7 @@ SAFE_CHARS = frozenset(
 #: URLs ``safe_url`` passed, as they came and as it returned them: a crawl's pages link
 #: to the same URLs again and again. Started over past ``_SAFE_MAX``.
 _SAFE: dict[str, str] = {}
-_SAFE_MAX = 50_000
+_SAFE_MAX = 20_000
 
 
 def safe_url(url: str) -> str:
