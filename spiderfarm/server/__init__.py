@@ -152,6 +152,7 @@ class FarmServer:
             queued = self.frontier.restore(
                 self.journal.fingerprints(), self.journal.queued(), saved.stats,
                 saved.dead_letters, self.journal.roots(),
+                json.loads(saved.meta.get("spider_stats") or "{}"),
             )  # fmt: skip
             self.frontier.set_next_rid(saved.next_rid)
             logger.info("resuming from %s: %d requests queued", config.job_dir, queued)
@@ -261,12 +262,20 @@ class FarmServer:
         while self.frontier.tick() != FINISHED:
             if self._close_requested:
                 self.frontier.close(self._close_requested)
+            self._note_spider_stats()
             if on_tick is not None:
                 on_tick()
             # Items reach the file within a tick, for anyone watching it grow.
             self._flush_feeds()
             time.sleep(tick_s)
+        self._note_spider_stats()
         self._flush_feeds()
+
+    def _note_spider_stats(self) -> None:
+        """What the server's own spider counted (in ``start()``, say) joins the workers'."""
+        stats = self.spider.__dict__.get("_stats")
+        if stats is not None and stats.pending:
+            self.frontier.note_spider_stats(stats.take_notes(budget=2**31))
 
     def _flush_feeds(self) -> None:
         try:
@@ -301,11 +310,14 @@ class FarmServer:
             sqlite3.Error, OSError: the journal cannot be written (its disk is full, say).
         """
         assert self.journal is not None
-        ops, offsets, stats, state, reason = self.frontier.checkpoint(self.feed.offsets)
+        ops, offsets, stats, spider_stats, state, reason = self.frontier.checkpoint(
+            self.feed.offsets
+        )
         meta = {
             "spider": self.spider_cls.name,
             "feeds": json.dumps(offsets),
             "stats": json.dumps(stats),
+            "spider_stats": json.dumps(spider_stats),
             "state": state,
             "close_reason": reason,
         }

@@ -78,6 +78,7 @@ class PageRunner:
         )
         self._retry_codes = frozenset(settings.retry_http_codes)
         self.pages = 0  # responses that reached the status check
+        self.stats = spider.stats  # the spider's own counters (spider.stats)
 
     async def process(self, lease: Lease) -> Outcome:
         """The outcome of one lease, whatever happened to it (never raises for a bad
@@ -133,6 +134,21 @@ class PageRunner:
         kind: Kind = "close" if result.close_reason else "ok"
         reason = result.close_reason or join_notes(result.notes)
         return (lease_id, kind, reason, result.requests, result.items, (status, latency, 0.0))
+
+    def add_stats(self, outcome: Outcome) -> Outcome:
+        """``outcome`` carrying the spider stats noted since the last one (call it when
+        ``stats.pending``). A close, robots.txt or handed-back outcome carries none: they
+        wait for the next page's."""
+        kind, reason = outcome[1], outcome[2]
+        if kind in ("ok", "skip"):
+            notes = self.stats.take_notes()
+            reason = f"{reason},{notes}" if reason else notes
+        elif kind in ("fail", "retry"):
+            notes = self.stats.take_notes()
+            reason = f"{reason},{notes}" if "|" in reason else f"{reason}|{notes}"
+        else:
+            return outcome
+        return (outcome[0], kind, reason, outcome[3], outcome[4], outcome[5])
 
     async def _fetch(self, request: Request) -> Response:
         if self.fetcher is None:
