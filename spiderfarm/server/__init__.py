@@ -179,6 +179,7 @@ class FarmServer:
         self._feeder: StartFeeder | None = None
         self._close_requested = ""
         self._tasks: Tasks | None = None  # service mode's task checks (made by seed)
+        self._task_queue: TaskQueue | None = None  # service mode's (made by listen)
         self.address: tuple[str, int] = config.bind
 
     def seed(self) -> int:
@@ -227,6 +228,7 @@ class FarmServer:
             tasks, results = (
                 TaskQueue(self.frontier, self._tasks), ResultQueue(self.frontier.results)
             )  # fmt: skip
+            self._task_queue = tasks
             registry[TASK_QUEUE] = (lambda: tasks, TASK_EXPOSED, None, None)
             registry[RESULT_QUEUE] = (lambda: results, RESULT_EXPOSED, None, None)
         server = ManagerServer(
@@ -249,6 +251,16 @@ class FarmServer:
             )
             self._committer.start()
         return self.address
+
+    def submit(self, tasks: list[Any]) -> dict[str, Any]:
+        """Service mode: queue tasks as ``get_task_queue().put_many`` does (the same checks).
+
+        Raises:
+            ValueError: not serving, or not a list of at most ``MAX_BATCH`` tasks.
+        """
+        if self._task_queue is None:
+            raise ValueError("this farm was not started with --serve: it takes no tasks")
+        return self._task_queue.put_many(tasks)
 
     def request_close(self, reason: str) -> None:
         """Ask ``wait`` to close the crawl at its next tick. Safe in a signal handler: it
