@@ -89,9 +89,8 @@ class ConsoleFarm:
 
     def __init__(self, server: ServerProcess, key_file: Path) -> None:
         self.server, self.key_file = server, key_file
-        match = wait_for(
-            lambda: re.search(r"console: (http://\S+?/)[ ;]", server.output()), 20, "the console URL"
-        )
+        printed = re.compile(r"console: (http://\S+?/)[ ;]")
+        match = wait_for(lambda: printed.search(server.output()), 20, "the console URL")
         self.url: str = match.group(1)
         self.workers: list[subprocess.Popen[str]] = []
 

@@ -38,6 +38,11 @@ _ASSETS = {
 _MAX_PER_PAGE = 500
 _MAX_SUBMIT_BYTES = 4 * 2**20
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+#: Requests answered per second, all clients together (a page makes about 1.5): past it
+#: requests wait their turn, asleep. A flood then costs the server process a bounded
+#: share of its CPU (and of the GIL the frontier's threads need), however many clients.
+MAX_REQUESTS_PER_S = 100.0
+_BURST = 20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,6 +76,7 @@ class ConsoleApp:
         self._loopback = is_loopback(bind[0])
         self._assets = {path: (_asset(name), kind) for path, (name, kind) in _ASSETS.items()}
         self._metrics: tuple[View | None, bytes] = (None, b"")
+        self._next_slot = 0.0  # when the next request beyond the burst may be answered
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -86,8 +92,19 @@ class ConsoleApp:
             given = auth[7:]
         return hmac.compare_digest(given.strip().encode(), self._token.encode())
 
+    async def _pace(self) -> None:
+        """Wait for this request's turn (``MAX_REQUESTS_PER_S``): a leaky bucket."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        gap = 1.0 / MAX_REQUESTS_PER_S
+        slot = max(self._next_slot, now - _BURST * gap)
+        self._next_slot = slot + gap
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        await self._pace()
         if self._loopback and self._token is None:
             host = request.host.rpartition(":")[0] if request.host.count(":") == 1 else request.host
             if host.lower() not in _LOOPBACK_NAMES and not host.startswith("[::1]"):
