@@ -78,14 +78,17 @@ def run_once(variant: str, site_url: str, pages: int, workers: int) -> tuple[flo
             "-O", str(feed), "-q", *(["--no-console"] if variant == "none" else []),
         ]  # fmt: skip
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=tmp, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
+        proc = subprocess.Popen(argv, cwd=tmp, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
         stop, counts = threading.Event(), [0]
         thread = None
         if variant != "none":
-            line = proc.stdout.readline()
-            match = re.search(r"console: (http://\S+?/)[ ;]", line)
-            assert match, line
+            match = None
+            for line in proc.stderr:
+                match = re.search(r"console: (http://\S+?/)[ ;]", line)
+                if match:
+                    break
+            assert match, "the crawl printed no console URL"
             url = match.group(1)
             job = (
                 _poll(url, stop, 0.25, counts)
@@ -94,7 +97,7 @@ def run_once(variant: str, site_url: str, pages: int, workers: int) -> tuple[flo
             )
             thread = threading.Thread(target=asyncio.run, args=(job,), daemon=True)
             thread.start()
-        proc.stdout.read()
+        proc.stderr.read()
         proc.wait()
         elapsed = time.perf_counter() - started
         stop.set()

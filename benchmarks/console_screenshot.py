@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "spiderfarm", "demo", "--pages", "3000", "--workers", "2",
              "-o", str(Path(tmp) / "demo.jsonl"), "-s", "delay_s=0.004",
              "-s", "per_host_concurrency=2"],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            cwd=ROOT, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert demo.stdout is not None
+        assert demo.stderr is not None
         url = ""
-        for line in demo.stdout:
+        for line in demo.stderr:
             match = re.search(r"console: (http://\S+?/)[ ;]", line)
             if match:
                 url = match.group(1)

@@ -289,7 +289,7 @@ def check_exchange(
         if type(lease_id) is not int or not 0 <= lease_id <= INT64_MAX or kind not in KINDS:
             _fail("bad lease id or outcome kind")
         if type(reason) is not str or not _utf8(reason):
-            _fail("reason must be a string")
+            _fail("reason must be a short string of valid UTF-8")
         if len(reason) > MAX_REASON_CHARS and (
             kind in ("close", "robots", "release")
             or len(reason) > MAX_NOTES_CHARS

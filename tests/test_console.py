@@ -233,7 +233,7 @@ def test_stats_line_is_logged_when_stderr_is_not_a_terminal(tmp_path: Path) -> N
     assert len(lines) >= 2, done.stderr
     pages = [int(p) for p, _, _, _ in lines]
     assert pages == sorted(pages) and pages[-1] <= 60
-    assert "console:" not in done.stdout
+    assert "console:" not in done.stdout + done.stderr
     assert quiet.returncode == 0 and "Crawled" not in quiet.stderr
 
 

@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 import time
+from typing import TextIO
 
 from ..console import Console, Controls, console_token, load_console_token, parse_console_address
 from ..errors import SpiderfarmError
@@ -34,10 +35,15 @@ def add_console_options(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def start_console(
-    args: argparse.Namespace, server: FarmServer, authkey: bytes, key_known: bool
+    args: argparse.Namespace,
+    server: FarmServer,
+    authkey: bytes,
+    key_known: bool,
+    stream: TextIO | None = None,
 ) -> Console | None:
     """The console the options ask for, serving; None with ``--no-console``. Prints its
-    URL. ``key_known``: the authkey is in a file its operator has (not ``crawl``'s own).
+    URL to ``stream`` (stdout by default). ``key_known``: the authkey is in a file its
+    operator has (not ``crawl``'s own).
 
     Raises:
         SpiderfarmError: a bad address or token file, an address that cannot be bound, or
@@ -77,7 +83,7 @@ def start_console(
         if token is not None
         else ""
     )
-    print(f"console: {url}{how}; metrics: {url}metrics", flush=True)
+    print(f"console: {url}{how}; metrics: {url}metrics", file=stream or sys.stdout, flush=True)
     return console
 
 

@@ -162,7 +162,8 @@ def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: boo
     server.seed()
     address = server.listen()
     try:
-        console = start_console(args, server, authkey, key_known=bool(key_file))
+        # On stderr, with the progress line: stdout holds the summary (or the items).
+        console = start_console(args, server, authkey, key_known=bool(key_file), stream=sys.stderr)
     except SpiderfarmError:
         server.stop()
         raise
