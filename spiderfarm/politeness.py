@@ -178,6 +178,11 @@ class Robots:
             return "drop_unavailable"
         return "queue" if state.allows(url, self._user_agent) else "drop_robots"
 
+    def states(self) -> dict[str, str]:
+        """The robots.txt state of every origin met, by its ``host:port`` (``ready``,
+        ``pending``, ``unavailable``: being retried, ``failed``: nothing fetched)."""
+        return {origin.partition("://")[2]: o.state for origin, o in self._origins.items()}
+
     def hold(self, url: str, request: Held) -> None:
         """Keep ``request`` until ``settle`` releases its origin's robots.txt."""
         self._origins[origin_of(url)].held.append(request)

@@ -15,7 +15,10 @@ slower, and an exchange carries thousands of them):
   (``close``), the robots.txt verdict (``robots``), or the page's notes (``ok``/``skip``).
 
 Notes are counters a worker noted on one page, ``callback_error,items/dropped*20``
-(``join_notes`` writes them, ``read_notes`` reads them). ``REASONS`` is the one table of
+(``join_notes`` writes them, ``read_notes`` reads them), and the spider's own stats
+(``spider.stats``) riding with it: ``$`` + an operation (``StatOp``) + the key, percent-
+encoded, + ``:`` + the number (``$+pages_seen:3,$>max_price:19.5``; ``stat_note`` writes
+one, ``read_stat_notes`` reads them). ``REASONS`` is the one table of
 failure codes: which are retried and which say the host did not answer.
 
 Sessions: a worker sends the **cookie changes** its responses made (``CookieChange``) in
@@ -30,8 +33,10 @@ applies to every call before the frontier sees it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
+from urllib.parse import quote, unquote
 
 from .urls import MAX_URL_LENGTH
 
@@ -54,12 +59,16 @@ __all__ = [
     "MAX_NESTING",
     "MAX_REQUEST_BYTES",
     "MAX_REQUEST_VALUES",
+    "MAX_SPIDER_STATS",
+    "MAX_STAT_KEY_CHARS",
+    "MAX_STAT_NOTES_CHARS",
     "META_COOKIES",
     "NO_INFO",
     "REASONS",
     "RETRYABLE_REASONS",
     "RUNNING",
     "SERVICE",
+    "STAT_OPS",
     "W_BODY",
     "W_CALLBACK",
     "W_DEPTH",
@@ -79,6 +88,7 @@ __all__ = [
     "Outcome",
     "PushEntry",
     "Reason",
+    "StatOp",
     "State",
     "WireRequest",
     "check_cookie_changes",
@@ -88,8 +98,10 @@ __all__ = [
     "jar_of",
     "join_notes",
     "read_notes",
+    "read_stat_notes",
     "retries_allowed",
     "split_errback_notes",
+    "stat_note",
     "with_errback_notes",
 ]
 
@@ -229,11 +241,55 @@ def join_notes(notes: list[str]) -> str:
 
 
 def read_notes(notes: str) -> Iterator[tuple[str, int]]:
-    """``(counter, count)`` for each note; a bare name counts as ``errors/<name>``."""
+    """``(counter, count)`` for each note; a bare name counts as ``errors/<name>``.
+    Spider stats (``$...``) are not counters: ``read_stat_notes`` reads them."""
     for note in notes.split(","):
+        if note[:1] == "$":
+            continue
         name, _, times = note.partition("*")
         count = int(times) if times.isdigit() else 1
         yield (name if "/" in name else f"errors/{name}"), min(count, _MAX_NOTE_COUNT)
+
+
+#: How a spider stat combines farm-wide: ``+`` adds (``inc_value``), ``=`` replaces
+#: (``set_value``: the last writer wins), ``>``/``<`` keeps the larger/smaller
+#: (``max_value``/``min_value``), ``~`` sets a key not set yet (``inc_value``'s ``start``).
+StatOp = Literal["+", "=", ">", "<", "~"]
+STAT_OPS: Final[frozenset[str]] = frozenset("+=><~")
+#: The longest spider stat key, the most distinct keys the frontier keeps (a hostile or
+#: runaway spider cannot grow the server without bound: past it new keys are dropped and
+#: counted as ``errors/spider_stats_dropped``), and the most characters of stats one
+#: outcome carries (the rest ride with the next).
+MAX_STAT_KEY_CHARS = 200
+MAX_SPIDER_STATS = 1000
+MAX_STAT_NOTES_CHARS = 3000
+#: The longest reason: a failure code or close reason is short (it is journaled);
+#: notes, which carry spider stats, may be longer.
+MAX_REASON_CHARS = 200
+MAX_NOTES_CHARS = MAX_REASON_CHARS + MAX_STAT_NOTES_CHARS + 800
+
+
+def stat_note(op: StatOp, key: str, value: float) -> str:
+    """One spider stat as a note: ``$+pages%2Fseen:3``."""
+    return f"${op}{quote(key, safe='/_-.')}:{value!r}"
+
+
+def read_stat_notes(notes: str) -> Iterator[tuple[StatOp, str, float]]:
+    """``(op, key, value)`` for each well-formed spider stat in ``notes``; malformed ones
+    (a key too long or empty, a value not a finite number) are skipped."""
+    for note in notes.split(","):
+        if note[:1] != "$" or note[1:2] not in STAT_OPS:
+            continue
+        encoded, sep, text = note[2:].partition(":")
+        key = unquote(encoded)
+        if not sep or not 0 < len(key) <= MAX_STAT_KEY_CHARS:
+            continue
+        try:
+            value: float = int(text) if text.lstrip("-").isdigit() else float(text)
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            yield cast(StatOp, note[1]), key, value
 
 
 def with_errback_notes(reason: str, notes: list[str]) -> str:
@@ -309,8 +365,15 @@ def check_exchange(
         lease_id, kind, reason, requests, items, info = outcome
         if type(lease_id) is not int or not 0 <= lease_id <= INT64_MAX or kind not in KINDS:
             _fail("bad lease id or outcome kind")
-        if type(reason) is not str or len(reason) > 200 or not _utf8(reason):
-            _fail("reason must be a short string")  # a dead letter's reason is journaled
+        if type(reason) is not str or not _utf8(reason):
+            _fail("reason must be a short string of valid UTF-8")
+        if len(reason) > MAX_REASON_CHARS and (
+            kind in ("close", "robots", "release")
+            or len(reason) > MAX_NOTES_CHARS
+            or (kind in ("fail", "retry") and reason.find("|", 0, MAX_REASON_CHARS + 1) < 0)
+        ):
+            # A dead letter's reason (the failure code) is journaled: it stays short.
+            _fail(f"reason must be a short string (notes at most {MAX_NOTES_CHARS} characters)")
         if not isinstance(info, tuple) or len(info) not in (3, 4) or not _good_info(*info[:3]):
             _fail("info must be (status, latency_s, retry_after_s): an int 0..999, two seconds")
         if not isinstance(items, list) or not isinstance(requests, list):

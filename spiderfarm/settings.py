@@ -97,6 +97,9 @@ class Settings:
         120.0, "a leased request not acked by then is handed out again", 1
     )
     worker_timeout_s: float = _opt(10.0, "a worker silent this long is dead; its work requeued", 1)
+    log_stats_s: float = _opt(
+        60.0, "seconds between stats lines in the log when stderr is not a terminal; 0: never"
+    )
     # feeds, written by the server
     feed_fields: tuple[str, ...] = _opt(
         (),

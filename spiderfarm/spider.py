@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from .errors import SpiderLoadError
 from .http import Request, Response
+from .stats import SpiderStats
 
 __all__ = ["Spider", "load_spider"]
 
@@ -43,7 +44,7 @@ class Spider:
         # never replace a method: ``-a parse=1`` would break the crawl in a confusing way.
         for key, value in kwargs.items():
             method = callable(getattr(type(self), key, None))
-            if key == "logger" or not key.isidentifier() or method:
+            if key in ("logger", "stats") or not key.isidentifier() or method:
                 raise SpiderLoadError(
                     f"spider argument {key!r} cannot be set on spider {self.name!r}: "
                     "it is not a valid name or would replace a method"
@@ -55,6 +56,15 @@ class Spider:
         if isinstance(self.allowed_domains, str):  # allowed_domains = "example.com"
             self.allowed_domains = _split(self.allowed_domains)
         self.logger = logging.getLogger(f"spiderfarm.spider.{self.name or type(self).__name__}")
+
+    @property
+    def stats(self) -> SpiderStats:
+        """Scrapy's stats API (``self.stats.inc_value("key")``), merged farm-wide: see
+        ``stats.SpiderStats``. Made on first use (a spider that counts nothing pays nothing)."""
+        stats: SpiderStats | None = self.__dict__.get("_stats")
+        if stats is None:
+            stats = self.__dict__["_stats"] = SpiderStats()
+        return stats
 
     async def start(self) -> AsyncIterator[Any]:
         """The first requests (and items), Scrapy 2.13's way: define it as an async

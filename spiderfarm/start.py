@@ -49,7 +49,7 @@ STATE_MAX_BYTES = 1 << 20
 #: All of the spider's attributes together, pickled.
 STATE_TOTAL_MAX_BYTES = 8 << 20
 #: Attributes set by the base class or by the farm, never sent.
-_LOCAL_ATTRIBUTES = frozenset({"logger"})
+_LOCAL_ATTRIBUTES = frozenset({"logger", "_stats"})  # each process counts its own stats
 
 
 class StartStream:

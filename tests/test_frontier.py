@@ -534,6 +534,7 @@ def test_fail_is_counted_and_not_requeued() -> None:
         "errors": 1,
         "delay_s": 0.0,
         "failures": 0,
+        "paused": False,
     }
     assert sink.calls == []
 
@@ -909,6 +910,9 @@ def test_status_fields() -> None:
         "workers": 2,
         "elapsed_s": 5.0,
         "stats": {"requests/queued": 4, "filtered/duplicate": 1, "pages": 1, "items": 1},
+        "spider_stats": {},
+        "paused": False,
+        "paused_hosts": [],
         "dead_letters": [],
         "hosts": {
             "a.test": {
@@ -918,6 +922,7 @@ def test_status_fields() -> None:
                 "errors": 0,
                 "delay_s": 0.0,
                 "failures": 0,
+                "paused": False,
             },
             "b.test": {
                 "queued": 0,
@@ -926,11 +931,26 @@ def test_status_fields() -> None:
                 "errors": 0,
                 "delay_s": 0.0,
                 "failures": 0,
+                "paused": False,
             },
         },
         "worker_detail": {
-            "w1": {"alive": True, "leases": 1, "last_seen_s": 5.0, "loop_lag_s": 0.0},
-            "w2": {"alive": True, "leases": 0, "last_seen_s": 5.0, "loop_lag_s": 0.0},
+            "w1": {
+                "alive": True,
+                "leases": 1,
+                "pages": 1,
+                "draining": False,
+                "last_seen_s": 5.0,
+                "loop_lag_s": 0.0,
+            },
+            "w2": {
+                "alive": True,
+                "leases": 0,
+                "pages": 0,
+                "draining": False,
+                "last_seen_s": 5.0,
+                "loop_lag_s": 0.0,
+            },
         },
     }
     assert b0[2][W_URL] == "http://b.test/0"
@@ -1179,3 +1199,89 @@ def test_a_feed_that_cannot_be_written_closes_the_crawl_without_losing_the_ack()
     assert state == "finished"
     assert (frontier.stats["pages"], frontier.stats["items/write_errors"]) == (1, 1)
     assert frontier.status()["queued"] == 1  # a.test/1 is not done: a resumed job fetches it
+
+
+# -- pausing (the console's actions) --------------------------------------------------------
+
+
+def test_pause_farm_wide_leases_nothing_until_resumed() -> None:
+    frontier, _, _ = make()
+    frontier.push([entry(f"http://a.test/{i}") for i in range(3)])
+    frontier.pause()
+    assert frontier.exchange("w1", [], 10)[0] == []
+    assert frontier.status()["paused"] is True
+    assert frontier.tick() == "running"  # queued work keeps a paused crawl open
+    frontier.resume()
+    assert len(frontier.exchange("w1", [], 10)[0]) == 3
+    assert frontier.status()["paused"] is False
+
+
+def test_pause_one_host_leases_the_others_only() -> None:
+    frontier, _, _ = make()
+    frontier.push([entry(f"http://{h}.test/{i}") for h in "ab" for i in range(2)])
+    frontier.pause("a.test")
+    leases, _, _ = frontier.exchange("w1", [], 10)
+    assert sorted(w[0] for _, _, w in leases) == ["http://b.test/0", "http://b.test/1"]
+    status = frontier.status(detail=True)
+    assert status["paused_hosts"] == ["a.test"]
+    assert (status["hosts"]["a.test"]["paused"], status["hosts"]["b.test"]["paused"]) == (
+        True, False,
+    )  # fmt: skip
+    assert status["hosts"]["a.test"]["queued"] == 2
+    assert frontier.exchange("w1", [], 10)[0] == []
+    frontier.resume("a.test")
+    leases, _, _ = frontier.exchange("w1", [], 10)
+    assert sorted(w[0] for _, _, w in leases) == ["http://a.test/0", "http://a.test/1"]
+
+
+def test_a_host_paused_before_it_is_known_is_paused_when_it_comes() -> None:
+    frontier, _, _ = make()
+    frontier.pause("late.test")
+    frontier.push([entry("http://late.test/x")])
+    assert frontier.exchange("w1", [], 10)[0] == []
+    frontier.resume("late.test")
+    assert len(frontier.exchange("w1", [], 10)[0]) == 1
+
+
+# -- spider stats (spider.stats) ------------------------------------------------------------
+
+
+def test_spider_stats_merge_from_notes_of_two_workers() -> None:
+    from spiderfarm.protocol import stat_note
+
+    frontier, _, _ = make()
+    frontier.push([entry(f"http://a.test/{i}") for i in range(2)])
+    (one,), _, _ = frontier.exchange("w1", [], 1)
+    (two,), _, _ = frontier.exchange("w2", [], 1)
+    notes1 = ",".join([
+        "callback_error", stat_note("+", "seen", 3), stat_note(">", "top", 7),
+        stat_note("<", "low", 2.5), stat_note("=", "last", 1), stat_note("~", "from10", 10),
+        stat_note("+", "from10", 1),
+    ])  # fmt: skip
+    notes2 = ",".join([
+        stat_note("+", "seen", 4), stat_note(">", "top", 5), stat_note("<", "low", 0.5),
+        stat_note("=", "last", 9), stat_note("~", "from10", 10), stat_note("+", "from10", 1),
+        stat_note("+", "a,b|c*d%e:f", 1),
+    ])  # fmt: skip
+    frontier.exchange("w1", [ok(one[0], reason=notes1)], 0)
+    frontier.exchange("w2", [(two[0], "fail", f"http_404|{notes2}", [], [], (404, 0.1, 0.0))], 0)
+    status = frontier.status()
+    assert status["spider_stats"] == {
+        "seen": 7, "top": 7, "low": 0.5, "last": 9, "from10": 12, "a,b|c*d%e:f": 1,
+    }  # fmt: skip
+    assert status["stats"]["errors/callback_error"] == 1
+    assert status["stats"]["failed/http_404"] == 1
+    assert not any(k.startswith("errors/$") for k in status["stats"])
+
+
+def test_spider_stats_keys_are_capped() -> None:
+    from spiderfarm.protocol import MAX_SPIDER_STATS, stat_note
+
+    frontier, _, _ = make()
+    for i in range(MAX_SPIDER_STATS + 5):
+        frontier.note_spider_stats(stat_note("+", f"k{i}", 1))
+    frontier.note_spider_stats(stat_note("+", "k0", 1))  # a known key still counts
+    status = frontier.status()
+    assert len(status["spider_stats"]) == MAX_SPIDER_STATS
+    assert status["spider_stats"]["k0"] == 2
+    assert status["stats"]["errors/spider_stats_dropped"] == 5

@@ -246,7 +246,7 @@ def test_roots_survive_in_the_job_journal(tmp_path: Path) -> None:
     (first, second) = lease(frontier)
     frontier.exchange("w1", [ok(first[0], new=[entry(f"{A}child")])], 0)
     journal = Journal(tmp_path / "job")
-    ops, _, stats, state, _ = frontier.checkpoint(dict)
+    ops, _, stats, _, state, _ = frontier.checkpoint(dict)
     journal.commit(ops, {"spider": "s", "stats": json.dumps(stats), "state": state})
     saved = journal.load()
     assert saved is not None

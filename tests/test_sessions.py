@@ -317,7 +317,7 @@ def test_jars_are_journaled_and_a_resumed_frontier_has_them(tmp_path: Path) -> N
     gone = {"key": "old", "value": "x", "coded_value": "x", "expires_timestamp": 1.0}
     changes = [("ann", "a.test|/", "sid", sid), ("ann", "a.test|/", "old", gone)]
     frontier.exchange("w1", [], 0, changes)  # type: ignore[arg-type]
-    ops, _, _, _, _ = frontier.checkpoint(dict)
+    ops, _, _, _, _, _ = frontier.checkpoint(dict)
     journal.commit(ops, {"spider": "x", "stats": "{}"})
     journal.close()
     again = Journal(tmp_path / "job")

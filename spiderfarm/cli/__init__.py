@@ -17,6 +17,7 @@ from ..errors import SpiderfarmError
 from ..settings import VERSION
 from .clients import add_client_commands, run_push, run_results
 from .common import add_spider_options, join_stdout_feeds, settings_help, setup_logging
+from .console import add_console_options, run_console_token
 from .crawl import run_crawl, run_demo, summary_lines
 from .serve import server_main, worker_main
 from .status import run_status, status_table
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "--authkey-file",
         help="the farm's key (with --serve, a new key file is written if none is given)",
     )
+    add_console_options(crawl, "127.0.0.1:0")
     demo = sub.add_parser(
         "demo",
         help="crawl a bundled local demo site and print the summary",
@@ -72,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("-s", dest="settings", action="append", default=[], metavar="NAME=VALUE")
     demo.add_argument("--log-level", default="WARNING")
+    demo.add_argument(
+        "--console", default="127.0.0.1:0", metavar="HOST:PORT",
+        help="serve the web console here (default %(default)s: loopback, a free port)",
+    )  # fmt: skip
+    demo.add_argument("--no-console", action="store_true", help="no web console")
+    token = sub.add_parser(
+        "console-token", help="print the console token a farm with this key asks for off loopback"
+    )
+    token.add_argument("--authkey-file", help="the farm's key file (or set SPIDERFARM_AUTHKEY)")
+    token.add_argument("--log-level", default="WARNING")
     status = sub.add_parser("status", help="print a running server's state")
     status.add_argument("--connect", required=True, metavar="HOST:PORT")
     status.add_argument("--authkey-file")
@@ -97,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": run_status,
         "push": run_push,
         "results": run_results,
+        "console-token": run_console_token,
     }
     try:
         if getattr(args, "workers", 1) < 1:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..console import parse_console_address
 from ..errors import SpiderfarmError
 from ..feeds import FeedSpec
 from ..security import (
@@ -33,6 +34,7 @@ from .common import (
     stdout_for_items,
     write_dead_letters,
 )
+from .console import LogStats, start_console
 
 
 class _Progress:
@@ -80,6 +82,9 @@ def summary_lines(status: dict[str, Any], feeds: Sequence[object] = ()) -> list[
     }
     for key in sorted(filtered):
         lines.append(f"  {key}: {filtered[key]}")
+    for key, value in sorted(status.get("spider_stats", {}).items()):
+        lines.append(f"  spider stat {key}: {value:g}" if isinstance(value, float) else
+                     f"  spider stat {key}: {value}")  # fmt: skip
     dropped = status.get("results", {}).get("dropped", 0)
     if dropped:
         lines.append(f"  results dropped (the result queue was full): {dropped}")
@@ -151,9 +156,33 @@ def _crawl_address(args: argparse.Namespace) -> tuple[tuple[str, int], bytes, st
 
 def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: bool) -> int:
     bind, authkey, key_file = _crawl_address(args)
+    if not args.no_console:
+        parse_console_address(args.console)  # a bad --console fails before anything starts
     server = FarmServer(server_config(args, bind, authkey, feeds))
     server.seed()
     address = server.listen()
+    try:
+        # On stderr, with the progress line: stdout holds the summary (or the items).
+        console = start_console(args, server, authkey, key_known=bool(key_file), stream=sys.stderr)
+    except SpiderfarmError:
+        server.stop()
+        raise
+    try:
+        return _run_farm(args, server, address, authkey, key_file, feeds, items_on_stdout)
+    finally:
+        if console is not None:
+            console.stop()
+
+
+def _run_farm(
+    args: argparse.Namespace,
+    server: FarmServer,
+    address: tuple[str, int],
+    authkey: bytes,
+    key_file: str,
+    feeds: list[FeedSpec],
+    items_on_stdout: bool,
+) -> int:
     if args.serve:
         where = f"{address[0]}:{address[1]}"
         key_hint = f" --authkey-file {key_file}" if key_file else ""
@@ -168,6 +197,7 @@ def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: boo
         stdout=sys.stderr.fileno() if items_on_stdout else None,  # a spider's print()s too
     )  # fmt: skip
     progress = _Progress(server, sys.stderr.isatty() and not args.quiet)
+    log_stats = LogStats(server, server.settings.log_stats_s)
     interrupts = 0
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -186,6 +216,7 @@ def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: boo
 
         def tick() -> None:
             progress()
+            log_stats()
             if all(p.poll() is not None for p in workers):
                 logger.error("all workers exited before the crawl finished")
                 server.frontier.close("workers_exited")
@@ -255,6 +286,9 @@ def run_demo(args: argparse.Namespace) -> int:
             serve=False,
             bind="127.0.0.1:0",
             authkey_file=None,
+            console=args.console,
+            no_console=args.no_console,
+            console_token_file=None,
         )
         return run_crawl(crawl_args)
     finally:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from ..client import FrontierClient
+from ..console import parse_console_address
 from ..errors import SpiderfarmError
 from ..feeds import FeedSpec
 from ..security import (
@@ -33,6 +34,7 @@ from .common import (
     stdout_for_items,
     write_dead_letters,
 )
+from .console import LogStats, add_console_options, start_console
 from .crawl import summary_lines
 
 
@@ -52,6 +54,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         help="address to listen on (default %(default)s; port 0 picks one)",
     )
     parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
+    add_console_options(parser, "127.0.0.1:0")
     args = parser.parse_args(join_stdout_feeds(argv))
     setup_logging(args.log_level if args.log_level != "WARNING" else "INFO")
     try:
@@ -74,6 +77,8 @@ def _serve(args: argparse.Namespace, feeds: list[FeedSpec]) -> int:
                 flush=True,
             )
         require_strong_key(key, bind[0])
+        if not args.no_console:
+            parse_console_address(args.console)  # a bad --console fails before anything
         server = FarmServer(server_config(args, bind, key, feeds))
         server.seed()
         host, port = server.listen()
@@ -84,6 +89,20 @@ def _serve(args: argparse.Namespace, feeds: list[FeedSpec]) -> int:
         print(f"error: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
         return 2
     print(f"spiderfarm server listening on {host}:{port}", flush=True)
+    try:
+        console = start_console(args, server, key, key_known=True)
+    except SpiderfarmError as exc:
+        server.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _serve_until_done(args, server, feeds)
+    finally:
+        if console is not None:
+            console.stop()
+
+
+def _serve_until_done(args: argparse.Namespace, server: FarmServer, feeds: list[FeedSpec]) -> int:
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -96,7 +115,7 @@ def _serve(args: argparse.Namespace, feeds: list[FeedSpec]) -> int:
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)
     try:
-        server.wait()
+        server.wait(on_tick=LogStats(server, server.settings.log_stats_s))
         server.linger(expected_workers=1_000_000, timeout_s=10)
     except KeyboardInterrupt:
         server.stop()

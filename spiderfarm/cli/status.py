@@ -57,15 +57,26 @@ def status_table(status: dict[str, Any], where: str = "", busiest: int = 20) -> 
             f"  results: {results['held']} held (of {results['max_results']}), "
             f"{results['taken']} taken, {results['dropped']} dropped (the queue was full)"
         )
+    if status.get("paused") or status.get("paused_hosts"):
+        hosts_paused = ", ".join(status.get("paused_hosts", [])[:10])
+        lines.append(
+            f"  paused: {'leasing, farm-wide' if status.get('paused') else 'no'}"
+            + (f"; hosts: {hosts_paused}" if hosts_paused else "")
+        )
+    spider_stats = status.get("spider_stats", {})
+    if spider_stats:
+        shown = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in
+                 sorted(spider_stats.items())]  # fmt: skip
+        lines.append("  spider stats: " + ", ".join(shown))
     workers = status.get("worker_detail", {})
     if workers:
-        lines += ["", f"  {'worker':<40} {'state':<6} {'leases':>6} {'last seen':>10} "
-                  f"{'loop lag':>9}"]  # fmt: skip
+        lines += ["", f"  {'worker':<40} {'state':<6} {'leases':>6} {'pages':>7} "
+                  f"{'last seen':>10} {'loop lag':>9}"]  # fmt: skip
         for name, w in sorted(workers.items()):
             state = "alive" if w["alive"] else "dead"
             lines.append(
-                f"  {name[:40]:<40} {state:<6} {w['leases']:>6} {w['last_seen_s']:>9.1f}s "
-                f"{w['loop_lag_s']:>8.2f}s"
+                f"  {name[:40]:<40} {state:<6} {w['leases']:>6} {w.get('pages', 0):>7} "
+                f"{w['last_seen_s']:>9.1f}s {w['loop_lag_s']:>8.2f}s"
             )
     hosts = status.get("hosts", {})
     if hosts:

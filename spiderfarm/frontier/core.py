@@ -74,6 +74,7 @@ class Frontier:
             self.stats, self._journal,
         )  # fmt: skip
         self.dead_letters = self._ledger.dead_letters
+        self._paused = False  # leasing paused farm-wide (the console's pause)
         #: Service mode's results for clients (None unless ``serving``).
         self.results: Results | None = None
         if serving:
@@ -169,6 +170,30 @@ class Frontier:
         with self._lock:
             self.stats[name] += count
 
+    def note_spider_stats(self, notes: str) -> None:
+        """Merge spider stats noted outside any page (the server's own spider: ``start()``)."""
+        with self._lock:
+            self._ledger.merge_spider_stats(notes)
+
+    # -- pausing (the console) -----------------------------------------------------
+    def pause(self, host: str | None = None) -> None:
+        """Lease nothing more (``host`` None) or nothing more of ``host``, until ``resume``.
+        Leases out are acked as usual; a paused crawl does not finish while work is queued."""
+        with self._lock:
+            if host is None:
+                self._paused = True
+            else:
+                self._scheduler.pause(host)
+
+    def resume(self, host: str | None = None) -> None:
+        """Undo ``pause`` (farm-wide, or of one host)."""
+        with self._lock:
+            if host is None:
+                self._paused = False
+            else:
+                self._scheduler.resume(host, self._clock())
+            self._wake()
+
     # -- the workers' calls --------------------------------------------------------
     def exchange(
         self,
@@ -194,6 +219,10 @@ class Frontier:
             state = self._leases.seen(worker, now)
             apply = self._ledger.apply
             refused = [o[0] for o in outcomes if not apply(state, o, now)]
+            if want:
+                state.draining = False
+            elif not state.draining:  # handing leases back, asking for none: it is stopping
+                state.draining = any(o[1] == "release" for o in outcomes)
             self._reap(now)
             self._limits.check_deadline(now)
             leases = self._lease(state, want, now) if want > 0 else []
@@ -225,7 +254,7 @@ class Frontier:
 
     def _lease(self, worker: Worker, want: int, now: float) -> list[Lease]:
         limits, scheduler = self._limits, self._scheduler
-        if limits.state != RUNNING:
+        if limits.state != RUNNING or self._paused:
             return []
         scheduler.promote(now)
         # No new pages past max_pages; owed work (retries, reclaimed leases, robots.txt)
@@ -306,13 +335,19 @@ class Frontier:
                 "workers": self._leases.alive(),
                 "elapsed_s": end - limits.started_at,
                 "stats": dict(self.stats),
+                "spider_stats": dict(self._ledger.spider_stats),
+                "paused": self._paused,
+                "paused_hosts": sorted(self._scheduler.paused),
             }
             if self.results is not None:
                 snapshot["results"] = self.results.counts()
             if detail:
                 snapshot["dead_letters"] = list(self.dead_letters)
                 snapshot["worker_detail"] = self._leases.detail(now)
-                snapshot["hosts"] = self._scheduler.detail()
+                hosts = snapshot["hosts"] = self._scheduler.detail()
+                for key, robots in self._ledger.robots_states().items():
+                    if key in hosts:
+                        hosts[key]["robots"] = robots
             return snapshot
 
     # -- persistence (see journal.py) ---------------------------------------------
@@ -323,7 +358,7 @@ class Frontier:
 
     def checkpoint(
         self, feed_offset: Callable[[], _T]
-    ) -> tuple[list[tuple[Any, ...]], _T, dict[str, int], str, str]:
+    ) -> tuple[list[tuple[Any, ...]], _T, dict[str, int], dict[str, float], str, str]:
         """Take the changes since the last checkpoint, with the feed positions that match
         them exactly: both are read under the lock that every ack holds. The positions are
         read first, so that a ``feed_offset`` that raises takes no changes with it."""
@@ -332,7 +367,8 @@ class Frontier:
             ops, self._ops = self._ops or [], []
             if self._jars:
                 ops += self._jars.take_dirty()
-            return ops, offsets, dict(self.stats), self.state, self.close_reason
+            spider_stats = dict(self._ledger.spider_stats)
+            return ops, offsets, dict(self.stats), spider_stats, self.state, self.close_reason
 
     def uncheckpoint(self, ops: list[tuple[Any, ...]]) -> None:
         """Put back the changes of a checkpoint that could not be written, ahead of any
@@ -348,12 +384,14 @@ class Frontier:
         dead_letters: Iterable[tuple[str, str, int]],
         roots: Iterable[tuple[int, str]] = (),
         jars: Iterable[tuple[JarId, JarData]] = (),
+        spider_stats: dict[str, float] | None = None,
     ) -> int:
         """Load a journal's state before any worker connects; returns the queued count."""
         with self._lock:
             self._ledger.restore(fingerprints, queued, roots)
             self._jars.restore(jars)
             self.stats.update(stats)
+            self._ledger.spider_stats.update(spider_stats or {})
             self.dead_letters.extend(dead_letters)
             self._limits.restore()
             return self._scheduler.queued

@@ -149,8 +149,8 @@ class Scheduler:
     """
 
     __slots__ = (
-        "_clock", "_per_host", "_seq", "_throttle", "delayed", "hosts", "owed", "queued", "ready",
-        "waiting",
+        "_clock", "_per_host", "_seq", "_throttle", "delayed", "hosts", "owed", "paused", "queued",
+        "ready", "waiting",
     )  # fmt: skip
 
     def __init__(self, throttle: Throttle, per_host: int, clock: Callable[[], float]) -> None:
@@ -165,6 +165,8 @@ class Scheduler:
         self._seq = 0
         self.queued = 0
         self.owed = 0
+        # Hosts an operator paused (the console): never scheduled until resumed.
+        self.paused: set[str] = set()
 
     def enqueue(self, key: str, rid: int, wire: WireRequest, attempt: int) -> None:
         """Queue a request on its host now."""
@@ -197,7 +199,7 @@ class Scheduler:
         """Put ``host`` in line if it has work and a free slot (and is not in line yet)."""
         # With a fixed delay one request at a time: a worker may start a lease late, so
         # only ack-to-lease spacing can promise the gap.
-        if host.scheduled or not (host.prios or host.owed):
+        if host.scheduled or not (host.prios or host.owed) or key in self.paused:
             return
         if host.in_flight >= (1 if host.floor or self._throttle.min_delay else self._per_host):
             return
@@ -234,6 +236,9 @@ class Scheduler:
         while ready and len(entries) < want:
             key = ready.popleft()
             host = hosts[key]
+            if key in self.paused:  # paused while in line: out of it until resumed
+                host.scheduled = False
+                continue
             if host.next_at > now:  # an ack pushed this host back after it became ready
                 heapq.heappush(waiting, (host.next_at, key))
                 continue
@@ -255,6 +260,18 @@ class Scheduler:
         self.owed -= len(entries) - new
         return keys, entries, new
 
+    def pause(self, key: str) -> None:
+        """Lease nothing more of host ``key`` (known or not yet) until ``resume``."""
+        self.paused.add(key)
+
+    def resume(self, key: str, now: float) -> None:
+        """Undo ``pause``: the host goes back in line if it has work."""
+        self.paused.discard(key)
+        host = self.hosts.get(key)
+        if host is not None:
+            self.schedule(key, host, now)
+
     def detail(self) -> dict[str, dict[str, Any]]:
         """Every host as ``Frontier.status(detail=True)`` shows it."""
-        return {key: host.detail() for key, host in self.hosts.items()}
+        paused = self.paused
+        return {key: {**host.detail(), "paused": key in paused} for key, host in self.hosts.items()}

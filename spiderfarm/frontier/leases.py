@@ -31,6 +31,9 @@ class Worker:
     leases: set[int] = field(default_factory=set)
     alive: bool = True
     lag_s: float = 0.0  # how late the worker's event loop was at its last heartbeat
+    pages: int = 0  # pages it fetched whose outcome was accepted
+    # It handed leases back unstarted and asked for none: it is stopping (SIGINT/SIGTERM).
+    draining: bool = False
 
 
 class Leases:
@@ -135,6 +138,8 @@ class Leases:
             name: {
                 "alive": w.alive,
                 "leases": len(w.leases),
+                "pages": w.pages,
+                "draining": w.draining,
                 "last_seen_s": round(now - w.last_seen, 3),
                 "loop_lag_s": round(w.lag_s, 3),
             }

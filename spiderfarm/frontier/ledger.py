@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from ..politeness import ROBOTS_CALLBACK, Admission, Robots, Throttle, origin_of, robots_wire
 from ..protocol import (
+    MAX_SPIDER_STATS,
     W_CALLBACK,
     W_DEPTH,
     W_DONT_FILTER,
@@ -24,6 +25,7 @@ from ..protocol import (
     PushEntry,
     WireRequest,
     read_notes,
+    read_stat_notes,
     retries_allowed,
     split_errback_notes,
 )
@@ -37,6 +39,9 @@ from .results import Results
 logger = logging.getLogger("spiderfarm.frontier")
 
 __all__ = ["Ledger"]
+
+#: The most distinct counters the crawl's stats hold (workers' notes name some of them).
+MAX_COUNTERS = 10_000
 
 #: The counter of each request robots.txt drops.
 _DROPPED: Final[dict[Admission, str]] = {
@@ -60,7 +65,7 @@ class Ledger:
     __slots__ = (
         "_allowed", "_hosts", "_journal", "_leases", "_limits", "_robots", "_scheduler",
         "_settings", "_settled", "_stats", "_throttle", "dead_letters", "next_rid", "results",
-        "roots", "seen",
+        "roots", "seen", "spider_stats",
     )  # fmt: skip
 
     def __init__(
@@ -96,6 +101,8 @@ class Ledger:
         # requests not finished yet, and where their results go (None: not serving).
         self.roots: dict[int, str] = {}
         self.results: Results | None = None
+        #: The spiders' own stats (``spider.stats``), merged from every worker's notes.
+        self.spider_stats: dict[str, float] = {}
 
     # -- requests in ---------------------------------------------------------------
     def push(
@@ -325,6 +332,7 @@ class Ledger:
             if kind != "skip":  # skip: a middleware ignored or replaced it, nothing fetched
                 host.pages += 1
                 stats["pages"] += 1
+                self._leases.workers[worker].pages += 1
             self._done(rid)
             root = None
             if self.roots:  # service mode: a skipped request (a middleware's doing) is not ok
@@ -372,10 +380,41 @@ class Ledger:
                 self._limits.write(items)
 
     def _count_notes(self, notes: str) -> None:
-        """Counters a worker noted for one page: ``callback_error,items/dropped*20``."""
+        """Counters a worker noted for one page: ``callback_error,items/dropped*20``, and
+        the spider's stats riding with them (``$+key:1``). New names past the caps are
+        dropped and counted: a hostile worker cannot grow the server without bound."""
         stats = self._stats
         for name, count in read_notes(notes):
-            stats[name] += count
+            if name in stats or len(stats) < MAX_COUNTERS:
+                stats[name] += count
+            else:
+                stats["errors/counters_dropped"] += 1
+        if "$" in notes:
+            self.merge_spider_stats(notes)
+
+    def robots_states(self) -> dict[str, str]:
+        """robots.txt's state by ``host:port`` (empty when robots.txt is not obeyed)."""
+        return self._robots.states() if self._robots is not None else {}
+
+    def merge_spider_stats(self, notes: str) -> None:
+        """Merge spider stats notes (``protocol.read_stat_notes``) into ``spider_stats``."""
+        merged = self.spider_stats
+        for op, key, value in read_stat_notes(notes):
+            old = merged.get(key)
+            if old is None:
+                if len(merged) >= MAX_SPIDER_STATS:
+                    self._stats["errors/spider_stats_dropped"] += 1
+                    continue
+                merged[key] = value
+            elif op == "+":
+                merged[key] = old + value
+            elif op == "=":
+                merged[key] = value
+            elif op == ">":
+                merged[key] = max(old, value)
+            elif op == "<":
+                merged[key] = min(old, value)
+            # "~" (a start value) sets only a key not set yet
 
     def _bad_kind(self, worker: str, kind: str, wire: WireRequest) -> None:
         self._stats["acks/bad_kind"] += 1

@@ -164,6 +164,7 @@ class FarmServer:
             queued = self.frontier.restore(
                 self.journal.fingerprints(), self.journal.queued(), saved.stats,
                 saved.dead_letters, self.journal.roots(), self.journal.jars(),
+                json.loads(saved.meta.get("spider_stats") or "{}"),
             )  # fmt: skip
             self.frontier.set_next_rid(saved.next_rid)
             logger.info("resuming from %s: %d requests queued", config.job_dir, queued)
@@ -190,6 +191,7 @@ class FarmServer:
         self._feeder: StartFeeder | None = None
         self._close_requested = ""
         self._tasks: Tasks | None = None  # service mode's task checks (made by seed)
+        self._task_queue: TaskQueue | None = None  # service mode's (made by listen)
         self.address: tuple[str, int] = config.bind
 
     def seed(self) -> int:
@@ -238,6 +240,7 @@ class FarmServer:
             tasks, results = (
                 TaskQueue(self.frontier, self._tasks), ResultQueue(self.frontier.results)
             )  # fmt: skip
+            self._task_queue = tasks
             registry[TASK_QUEUE] = (lambda: tasks, TASK_EXPOSED, None, None)
             registry[RESULT_QUEUE] = (lambda: results, RESULT_EXPOSED, None, None)
         server = ManagerServer(
@@ -261,6 +264,16 @@ class FarmServer:
             self._committer.start()
         return self.address
 
+    def submit(self, tasks: list[Any]) -> dict[str, Any]:
+        """Service mode: queue tasks as ``get_task_queue().put_many`` does (the same checks).
+
+        Raises:
+            ValueError: not serving, or not a list of at most ``MAX_BATCH`` tasks.
+        """
+        if self._task_queue is None:
+            raise ValueError("this farm was not started with --serve: it takes no tasks")
+        return self._task_queue.put_many(tasks)
+
     def request_close(self, reason: str) -> None:
         """Ask ``wait`` to close the crawl at its next tick. Safe in a signal handler: it
         takes no lock (the handler may interrupt this very thread holding the frontier's)."""
@@ -273,12 +286,20 @@ class FarmServer:
         while self.frontier.tick() != FINISHED:
             if self._close_requested:
                 self.frontier.close(self._close_requested)
+            self._note_spider_stats()
             if on_tick is not None:
                 on_tick()
             # Items reach the file within a tick, for anyone watching it grow.
             self._flush_feeds()
             time.sleep(tick_s)
+        self._note_spider_stats()
         self._flush_feeds()
+
+    def _note_spider_stats(self) -> None:
+        """What the server's own spider counted (in ``start()``, say) joins the workers'."""
+        stats = self.spider.__dict__.get("_stats")
+        if stats is not None and stats.pending:
+            self.frontier.note_spider_stats(stats.take_notes(budget=2**31))
 
     def _flush_feeds(self) -> None:
         try:
@@ -313,11 +334,14 @@ class FarmServer:
             sqlite3.Error, OSError: the journal cannot be written (its disk is full, say).
         """
         assert self.journal is not None
-        ops, offsets, stats, state, reason = self.frontier.checkpoint(self.feed.offsets)
+        ops, offsets, stats, spider_stats, state, reason = self.frontier.checkpoint(
+            self.feed.offsets
+        )
         meta = {
             "spider": self.spider_cls.name,
             "feeds": json.dumps(offsets),
             "stats": json.dumps(stats),
+            "spider_stats": json.dumps(spider_stats),
             "state": state,
             "close_reason": reason,
         }

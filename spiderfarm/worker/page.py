@@ -108,6 +108,7 @@ class PageRunner:
         user, password = getattr(spider, "http_user", ""), getattr(spider, "http_pass", "")
         self._auth = basic_auth_header(user, password).decode() if user or password else None
         self._auth_domain: Any = _UNSET  # decided by the first request, unless set
+        self.stats = spider.stats  # the spider's own counters (spider.stats)
 
     def _authorize(self, request: Request) -> None:
         """HTTP basic auth, as Scrapy's HttpAuthMiddleware: only to ``http_auth_domain``
@@ -212,6 +213,21 @@ class PageRunner:
             if final != self.links.fingerprint(request.url, request.method, request.body):
                 page_info = (status, latency, 0.0, final)
         return (lease_id, kind, reason, result.requests, result.items, page_info)
+
+    def add_stats(self, outcome: Outcome) -> Outcome:
+        """``outcome`` carrying the spider stats noted since the last one (call it when
+        ``stats.pending``). A close, robots.txt or handed-back outcome carries none: they
+        wait for the next page's."""
+        kind, reason = outcome[1], outcome[2]
+        if kind in ("ok", "skip"):
+            notes = self.stats.take_notes()
+            reason = f"{reason},{notes}" if reason else notes
+        elif kind in ("fail", "retry"):
+            notes = self.stats.take_notes()
+            reason = f"{reason},{notes}" if "|" in reason else f"{reason}|{notes}"
+        else:
+            return outcome
+        return (outcome[0], kind, reason, outcome[3], outcome[4], outcome[5])
 
     async def _fetch(self, request: Request) -> Response:
         if self.fetcher is None:

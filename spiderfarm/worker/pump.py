@@ -311,7 +311,7 @@ class Worker:
                     del leased[url]
 
     async def _slot(self, runner: PageRunner) -> None:
-        buffer = self._buffer
+        buffer, stats = self._buffer, runner.stats
         while True:
             lease = await buffer.get()
             if lease is None:
@@ -324,6 +324,8 @@ class Worker:
                 outcome = (lease[0], "fail", "internal_error", [], [], NO_INFO)
             finally:
                 self._in_flight -= 1
+            if stats.pending:  # the spider counted something (spider.stats): it rides along
+                outcome = runner.add_stats(outcome)
             self._outcomes.append(outcome)
             if len(self._outcomes) >= self._flush_at or buffer.qsize() < self._flush_at:
                 self._wake.set()
