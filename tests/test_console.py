@@ -286,3 +286,48 @@ def test_spider_stats_reach_status_the_console_and_metrics(tmp_path: Path) -> No
         table = run_cli(["status", "--connect", farm.server.address, "--authkey-file", str(key)])
         assert f"pages_seen {spider_stats['pages_seen']}" in table.stdout
         assert "paused: leasing, farm-wide" in table.stdout
+
+
+# -- service mode: the push box ----------------------------------------------------------
+
+
+def test_the_push_box_queues_urls_in_a_serving_farm(tmp_path: Path, quotes_site: str) -> None:
+    import spiderfarm
+
+    key = write_key(tmp_path)
+    spiders = str(Path(__file__).parent / "service_spiders")
+    feed = tmp_path / "feed.jsonl"
+    args = ["pages", "--serve", "--spiders-dir", spiders, "-s", "obey_robots=false",
+            "--console", "127.0.0.1:0", "-o", str(feed)]  # fmt: skip
+    with console_farm(tmp_path, key, args) as farm:
+        farm.start_workers(1, "--spiders-dir", spiders)
+        tasks = [f"{quotes_site}page/1/", f"{quotes_site}page/2/", "ftp://nowhere/", "x"]
+        submitted = {"tasks": tasks}
+        assert call(f"{farm.url}api/submit", data=submitted)[0] == 403  # no header: refused
+        code, body = call(
+            f"{farm.url}api/submit", data=submitted, headers={"X-Spiderfarm-Token": "-"}
+        )
+        assert code == 200, body
+        answer = json.loads(body)
+        assert answer["accepted"] == 2 and answer["filtered"] == []
+        assert [i for i, _ in answer["refused"]] == [2, 3]
+        assert "unsupported URL scheme 'ftp'" in answer["refused"][0][1]
+        client = spiderfarm.connect(farm.server.address, authkey=KEY_HEX)
+        urls = sorted(r["url"] for r in client.results(timeout=30, limit=2))
+        assert urls == tasks[:2]
+        bad = call(
+            f"{farm.url}api/submit", data={"tasks": "x"}, headers={"X-Spiderfarm-Token": "-"}
+        )
+        assert bad[0] == 400
+    assert len(read_items(feed)) == 2
+
+
+def test_the_push_box_says_a_farm_not_serving_takes_no_urls(tmp_path: Path) -> None:
+    key = write_key(tmp_path)
+    with demo_site(50) as site, console_farm(
+        tmp_path, key, ["spiders/catalogue.py", "-a", f"start_url={site}", *SLOW],
+    ) as farm:  # fmt: skip
+        code, body = call(
+            f"{farm.url}api/submit", data={"tasks": [site]}, headers={"X-Spiderfarm-Token": "-"}
+        )
+        assert code == 409 and b"not started with --serve" in body
