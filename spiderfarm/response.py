@@ -219,11 +219,10 @@ class Response:
         selector = self.selector
         if selector.type != "html" or css is None:
             return self.css(css) if css is not None else self.xpath(xpath or "")
-        query = _css_to_xpath(css)
         try:
-            nodes = selector.root.xpath(query, namespaces=selector.namespaces, smart_strings=False)
+            nodes = _compiled_css(css, selector.namespaces)(selector.root)
         except etree.XPathError as exc:  # as parsel words it
-            raise ValueError(f"XPath error: {exc} in {query}") from None
+            raise ValueError(f"XPath error: {exc} in {_css_to_xpath(css)}") from None
         return _hrefs(nodes)
 
     def _no_links_to_select(self, how: str) -> None:
@@ -538,7 +537,24 @@ def _css_to_xpath(css: str) -> str:
     return xpath
 
 
-def _hrefs(nodes: list[Any]) -> Iterator[str]:
+_COMPILED: dict[tuple[str, tuple[tuple[str, str], ...]], etree.XPath] = {}
+
+
+def _compiled_css(css: str, namespaces: dict[str, str]) -> etree.XPath:
+    """``css`` as parsel translates it, compiled once by lxml (``root.xpath(text)``
+    compiles the expression again on every call)."""
+    key = (css, tuple(sorted(namespaces.items())))
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        if len(_COMPILED) > 1_000:
+            _COMPILED.clear()
+        compiled = _COMPILED[key] = etree.XPath(
+            _css_to_xpath(css), namespaces=namespaces, smart_strings=False
+        )
+    return compiled
+
+
+def _hrefs(nodes: Any) -> Iterator[str]:
     """The links of what an XPath selected: ``href`` of ``<a>``/``<link>``, and strings
     as they are; anything else raises as ``Response.follow`` does for it."""
     for node in nodes:
