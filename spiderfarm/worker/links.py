@@ -17,7 +17,7 @@ from ..ipkeys import IpKeys
 from ..protocol import MAX_LINKS_PER_PAGE, W_URL, Outcome, WireRequest, check_request_fields
 from ..request import InvalidRequest, Request, check_meta
 from ..settings import Settings
-from ..urls import Fingerprinter, domain_of, host_allowed, host_of, ip_key_nowait
+from ..urls import Fingerprinter, authority_of, domain_of, host_allowed, host_of, ip_key_nowait
 from .result import PageResult
 
 logger = logging.getLogger("spiderfarm.worker")
@@ -159,8 +159,7 @@ class Links:
         return self._fingerprinter.fingerprint(url, method, body)
 
     def _is_offsite(self, url: str) -> bool:
-        end = url.find("/", url.find("//") + 2)
-        authority = url if end == -1 else url[:end]
+        authority = authority_of(url)
         offsite = self._offsite.get(authority)
         if offsite is None:
             if len(self._offsite) > 100_000:
@@ -171,8 +170,7 @@ class Links:
     def politeness_key(self, url: str) -> str:
         """The key of ``url``'s host, cached by the URL's scheme and authority (a crawl
         has few); with politeness_key=ip, ``""`` until ``fill_keys`` has looked it up."""
-        end = url.find("/", url.find("//") + 2)
-        authority = url if end == -1 else url[:end]
+        authority = authority_of(url)
         key = self._keys.get(authority)
         if key is None:
             if len(self._keys) > 100_000:
