@@ -2,7 +2,7 @@
 there is something to see), its console opened in Debian's headless Chromium through
 Playwright a few seconds in, saved as a small JPEG.
 
-    python benchmarks/console_screenshot.py            # writes docs/console.jpg
+    python benchmarks/console_screenshot.py            # writes benchmarks/console.jpg
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "console.jpg")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "console.jpg")
     parser.add_argument("--after-s", type=float, default=8.0, help="crawl time before the shot")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args(argv)
