@@ -348,7 +348,10 @@ def test_two_producers_and_two_consumers_at_once(farm: ServingCrawl, quotes_site
     producers = [
         subprocess.Popen(
             [sys.executable, "-m", "spiderfarm", "push", *base, str(path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for path in files
     ]
@@ -435,3 +438,35 @@ def test_only_the_registry_is_reachable_from_a_stock_client(farm: ServingCrawl) 
 def tuple_address(address: str) -> tuple[str, int]:
     host, port = address.split(":")
     return host, int(port)
+
+
+def test_crawl_serve_without_a_key_file_writes_one_and_says_how_to_connect(
+    tmp_path: Path, quotes_site: str
+) -> None:
+    out = tmp_path / "crawl.out"
+    argv = [sys.executable, "-m", "spiderfarm", "crawl", "pages", "--serve", "--workers", "1",
+            "--spiders-dir", SPIDERS, "-s", "obey_robots=false",
+            "-s", "idle_close_s=3"]  # fmt: skip
+    with out.open("w") as fh:
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=subprocess_environ(), stdout=fh,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        printed = None
+        deadline = time.monotonic() + 30
+        while printed is None and time.monotonic() < deadline and proc.poll() is None:
+            printed = re.search(
+                r"push --connect (127\.0\.0\.1:\d+) --authkey-file (\S+) URLS\.txt", out.read_text()
+            )
+            time.sleep(0.05)
+        assert printed is not None, out.read_text()
+        address, key_file = printed.group(1), Path(printed.group(2))
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        client = spiderfarm.connect(address, authkey_file=str(key_file))
+        assert client.submit([f"{quotes_site}page/1/"]).accepted == 1
+        assert [r["url"] for r in client.results(timeout=30, limit=1)] == [f"{quotes_site}page/1/"]
+        assert proc.wait(60) == 0  # idle_close_s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    key_file.unlink()

@@ -269,3 +269,7 @@ def test_the_readme_lists_every_setting_with_its_default_and_meaning() -> None:
         if f"| `{name}` | `{default}` | {text} |" not in readme
     ]
     assert missing == []
+
+
+def test_scrapy_redis_idle_setting_is_read_as_idle_close_s() -> None:
+    assert Settings.merge({"MAX_IDLE_TIME_BEFORE_CLOSE": "5"}).idle_close_s == 5.0

@@ -98,6 +98,12 @@ class Frontier:
         return self._limits.close_reason
 
     @property
+    def queued(self) -> int:
+        """Requests queued, not yet leased (held for robots.txt and delayed ones too)."""
+        with self._lock:
+            return self._scheduler.queued
+
+    @property
     def started_at(self) -> float:
         return self._limits.started_at
 

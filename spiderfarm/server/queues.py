@@ -218,7 +218,7 @@ class TaskQueue:
 
     def qsize(self) -> int:
         """Requests queued in the crawl (not yet leased to a worker)."""
-        return int(self._frontier.status()["queued"])
+        return self._frontier.queued
 
     def empty(self) -> bool:
         return self.qsize() == 0
