@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeAlias, cast
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
-from parsel import Selector
 from parsel.csstranslator import HTMLTranslator
 from w3lib.html import strip_html5_whitespace
 
 from .request import InvalidRequest, Request
 from .response import Response, XmlResponse
+from .selector import Selector
 from .urls import safe_url
 
 __all__ = ["FormRequest", "JsonRequest"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeAlias
 from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 from parsel.csstranslator import HTMLTranslator
-from w3lib.html import strip_html5_whitespace
+from w3lib.html import HTML5_WHITESPACE as _HTML5_WHITESPACE
 from w3lib.url import canonicalize_url, safe_url_string
 
 from .link import Link
@@ -218,6 +218,12 @@ class LinkExtractor:
             else (*self._tags, *(_XHTML_NAMESPACE + tag for tag in self._tags))
         )  # fmt: skip
         self._plain_extensions = not any("/" in e for e in self.deny_extensions)
+        # The one attribute to read (Scrapy's default: href), if only one may be.
+        self._single_attr: str | None = (
+            next(iter(self._attrs))
+            if len(self._attrs) == 1 and not self._attrs & {"*", *self._deny_attrs}
+            else None
+        )
         # Raw attribute value (by what its join depends on) -> the URL it gives, or "" for
         # one filtered out by the URL filters; only without process_value, which may be
         # anything. Spiders reuse one extractor for every page of a crawl.
@@ -250,6 +256,27 @@ class LinkExtractor:
         allowed = any(r.search(url) for r in self.allow_res) if self.allow_res else True
         return allowed and not any(r.search(url) for r in self.deny_res)
 
+    def _values(self, root: Any) -> Iterator[tuple[Any, str]]:
+        """``(element, raw value)`` of each attribute under ``root`` that the tag and
+        attribute filters let through, in page order."""
+        elements = root.iter(*self._iter_tags) if self._iter_tags else root.iter(etree.Element)
+        tags, deny_tags = self._tags, self._deny_tags
+        attrs, deny_attrs = self._attrs, self._deny_attrs
+        # lxml has found only the tags asked for: nothing to check unless some are denied.
+        check_tag = not self._iter_tags or bool(deny_tags)
+        single = self._single_attr
+        for el in elements:
+            if check_tag and not _name_matches(tags, deny_tags, _local_name(el.tag)):
+                continue
+            if single is not None:  # the one attribute (href): no walk over the others
+                only = el.get(single)
+                if only is not None:
+                    yield el, only
+                continue
+            for name, value in el.attrib.items():
+                if _name_matches(attrs, deny_attrs, name):
+                    yield el, value
+
     def _links_in(self, root: Any, response: TextResponse, base_url: str) -> list[Link]:
         """The links under ``root`` whose URL passes every URL filter (``restrict_text``
         is left for ``_process_links``), each URL once when ``unique``."""
@@ -260,48 +287,45 @@ class LinkExtractor:
         directory, origin = response._base_dir, response._base_origin
         if directory is None or origin is None:
             cacheable = False
-        cache = self._urls
+        fragments = cacheable and not (self.allow_res or self.deny_res)
+        own: str | None = None  # the page's own URL for its "#fragment" links, once asked
+        cache, strip, unique = self._urls, self.strip, self.unique
+        seen: set[str] = set()
         found: list[tuple[str, Any]] = []
-        elements = root.iter(*self._iter_tags) if self._iter_tags else root.iter(etree.Element)
-        for el in elements:
-            if not _name_matches(self._tags, self._deny_tags, _local_name(el.tag)):
-                continue
-            for name, value in el.attrib.items():
-                if not _name_matches(self._attrs, self._deny_attrs, name):
-                    continue
-                if self.strip:
-                    value = strip_html5_whitespace(value)
-                key = None
-                if cacheable and value:
-                    if value[0] == "#" and not (self.allow_res or self.deny_res):
-                        url = self._fragment_link(response, value)
-                        if url is not None:
-                            if url:
-                                found.append((url, el))
-                            continue
-                    join = _join_key(directory, origin, value)  # type: ignore[arg-type]
-                    if join is not None:
-                        key = (join[0], value, encoding)
-                        url = cache.get(key)
-                        if url is not None:
-                            if url:
-                                found.append((url, el))
-                            continue
-                url = self._url(value, response, page_url, encoding)
-                if key is not None:
-                    if len(cache) > _CACHE_MAX:
-                        cache.clear()
-                    cache[key] = url
-                if url:
-                    found.append((url, el))
-        if self.unique:
-            seen: set[str] = set()
-            kept = []
-            for url, el in found:
-                if url not in seen:
-                    seen.add(url)
-                    kept.append((url, el))
-            found = kept
+        for el, raw in self._values(root):
+            value = raw.strip(_HTML5_WHITESPACE) if strip else raw
+            key = None
+            if cacheable and value:
+                if fragments and value[0] == "#":
+                    # A link to a fragment of the page itself (Sphinx and javadoc pages
+                    # hold hundreds): the page's own URL passed the filters once, and a
+                    # fragment of safe characters changes nothing they test but length.
+                    fragment = value[1:]
+                    if fragment and fragment.isascii() and SAFE_CHARS.issuperset(fragment):
+                        if own is None:
+                            own = self._own_url(response)
+                        url = own + value if own else ""
+                        if url and len(url) <= MAX_URL_LENGTH and not (unique and url in seen):
+                            seen.add(url)
+                            found.append((url, el))
+                        continue
+                join = _join_key(directory, origin, value)  # type: ignore[arg-type]
+                if join is not None:
+                    key = (join[0], value, encoding)
+                    cached = cache.get(key)
+                    if cached is not None:
+                        if cached and not (unique and cached in seen):
+                            seen.add(cached)
+                            found.append((cached, el))
+                        continue
+            url = self._url(value, response, page_url, encoding)
+            if key is not None:
+                if len(cache) > _CACHE_MAX:
+                    cache.clear()
+                cache[key] = url
+            if url and not (unique and url in seen):
+                seen.add(url)
+                found.append((url, el))
         return [
             Link(url, str(_string_content(el) or ""), nofollow=_has_nofollow(el.get("rel")))
             for url, el in found
@@ -338,24 +362,18 @@ class LinkExtractor:
         )
         return url if self._url_allowed(url, known) else ""
 
-    def _fragment_link(self, response: TextResponse, value: str) -> str | None:
-        """A link to a fragment of the page itself (Sphinx and javadoc pages hold hundreds):
-        the page's own URL passed the filters once, and a fragment of safe characters
-        changes nothing they test but the length. None: take the general way."""
-        fragment = value[1:]
-        if not fragment or not fragment.isascii() or not SAFE_CHARS.issuperset(fragment):
-            return None
-        own = self._urls.get(("#", response.url, ""))
+    def _own_url(self, response: TextResponse) -> str:
+        """The page's own URL as its fragment links join to it, if it passes the URL
+        filters (else ``""``), from the extractor's cache."""
+        key = ("#", response.url, "")
+        own = self._urls.get(key)
         if own is None:
             page = response.urljoin("#x")[:-2]
-            own = self._urls[("#", response.url, "")] = (
+            own = self._urls[key] = (
                 page if self._url(page, response, response.url, response.encoding) == page
                 else ""
             )  # fmt: skip
-        if not own:
-            return ""
-        url = own + value
-        return url if len(url) <= MAX_URL_LENGTH else ""
+        return own
 
     def _url_allowed(self, url: str, fetchable: bool = False) -> bool:
         """The filters on the URL alone: http(s), fetchable (known already when

@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import itemloaders
-from parsel import Selector
+import parsel
 
 from .errors import NotSupported
 from .item import Item
 from .items import item_adapter
 from .response import Response
+from .selector import Selector
 
 __all__ = ["ItemLoader"]
 
@@ -30,7 +31,7 @@ class ItemLoader(itemloaders.ItemLoader):
     With ``response`` and no ``selector``, selects on ``response.selector`` (the page is
     not parsed again); a response without one (binary) leaves the loader without a
     selector, so only ``add_value`` works. ``response`` is in ``loader.context``.
-    A ``default_selector_class`` other than parsel's ``Selector`` is built as
+    A ``default_selector_class`` other than ``Selector`` (or parsel's) is built as
     ``cls(text=response.text)``.
     """
 
@@ -47,7 +48,7 @@ class ItemLoader(itemloaders.ItemLoader):
     ) -> None:
         if selector is None and response is not None:
             try:
-                if self.default_selector_class is Selector:
+                if self.default_selector_class in (Selector, parsel.Selector):
                     selector = response.selector
                 else:
                     selector = self.default_selector_class(text=response.text)

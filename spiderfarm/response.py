@@ -6,6 +6,7 @@ fetched it, and decodes and parses its body only when a callback first asks.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import re
@@ -14,14 +15,20 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 from urllib.parse import urljoin, urlsplit
 
+import cssselect
 from lxml import etree
-from parsel import Selector, SelectorList
 from parsel.csstranslator import HTMLTranslator
-from w3lib.encoding import html_to_unicode, http_content_type_encoding, read_bom
+from w3lib.encoding import (
+    html_body_declared_encoding,
+    html_to_unicode,
+    http_content_type_encoding,
+    read_bom,
+)
 
 from .errors import NotSupported
 from .request import Request, _callback_name
 from .responsetypes import ResponseKind, response_kind
+from .selector import Selector, SelectorList
 from .urls import FETCHABLE_SCHEMES, MAX_URL_LENGTH, SAFE_CHARS, safe_url
 
 if TYPE_CHECKING:
@@ -141,7 +148,7 @@ class Response:
             # Read from the tree the selectors see, not by a regex over the text, which
             # takes a "<base" in a <title>, an attribute or a CDATA section for a tag and
             # leaves "&amp;" escaped. The regex only spares pages without one a parse.
-            if self._markup and _BASE_TAG.search(self.text):
+            if self._markup and self._has_base_tag():
                 href = (self.selector.xpath(self._base_xpath).get() or "").strip(_HTML_SPACE)
                 try:
                     base = safe_url(urljoin(self.url, href)) if href else base
@@ -153,6 +160,10 @@ class Response:
             self._base_dir = _directory(base, origin) if origin is not None else None
             self._base_url = base
         return self._base_url
+
+    def _has_base_tag(self) -> bool:
+        """Whether the page may hold a ``<base>`` (False: it surely holds none)."""
+        return bool(_BASE_TAG.search(self.text))
 
     def urljoin(self, url: str) -> str:
         """``urllib.parse.urljoin(self.base_url, url)``, exactly (from a cache when that
@@ -220,6 +231,9 @@ class Response:
         if selector.type != "html" or css is None:
             return self.css(css) if css is not None else self.xpath(xpath or "")
         try:
+            hrefs = _compiled_hrefs(css, selector.namespaces)
+            if hrefs is not None:  # css selects <a> or <link> only: lxml reads their href
+                return cast("list[str]", hrefs(selector.root))
             nodes = _compiled_css(css, selector.namespaces)(selector.root)
         except etree.XPathError as exc:  # as parsel words it
             raise ValueError(f"XPath error: {exc} in {_css_to_xpath(css)}") from None
@@ -343,8 +357,32 @@ class TextResponse(Response):
     @property
     def selector(self) -> Selector:
         if self._selector is None:
-            self._selector = Selector(text=self.text, type=self._selector_type, base_url=self.url)
+            as_is = (
+                _utf8_as_is(self.headers.get("Content-Type") or "", self.body)
+                if self._selector_type == "html"
+                else None
+            )
+            if as_is is not None:
+                # lxml reads the UTF-8 bytes itself: the tree parsel builds from the
+                # decoded text, without decoding 100 KB to encode it back (see _utf8_as_is).
+                self._selector = Selector(
+                    body=self.body, encoding="utf-8", type="html", base_url=self.url
+                )
+                if self._encoding is None:
+                    self._encoding = as_is
+            else:
+                self._selector = Selector(
+                    text=self.text, type=self._selector_type, base_url=self.url
+                )
         return self._selector
+
+    def _has_base_tag(self) -> bool:
+        selector = self._selector
+        if selector is None or selector.type != "html":
+            return super()._has_base_tag()
+        # The parsed tree says, for the price of a lookup: lxml finds no "base" element
+        # at once in a document whose names do not include it.
+        return next(selector.root.iter("base"), None) is not None
 
     def css(self, query: str) -> SelectorList[Selector]:
         return self.selector.css(query)
@@ -554,6 +592,50 @@ def _compiled_css(css: str, namespaces: dict[str, str]) -> etree.XPath:
     return compiled
 
 
+_HREFS: dict[tuple[str, tuple[tuple[str, str], ...]], etree.XPath | None] = {}
+
+
+def _compiled_hrefs(css: str, namespaces: dict[str, str]) -> etree.XPath | None:
+    """For a ``css`` whose every match is an ``<a>`` (or every one a ``<link>``): its
+    XPath with ``/@href`` added, compiled, which gives the ``href`` of each match in page
+    order as strings, with no element object made for lxml to hand over (what follow_all
+    reads of them, and a match without an ``href`` is skipped either way). Else None."""
+    key = (css, tuple(sorted(namespaces.items())))
+    if key in _HREFS:
+        return _HREFS[key]
+    if len(_HREFS) > 1_000:
+        _HREFS.clear()
+    compiled = None
+    if _subject_tag(css) in ("a", "link"):
+        compiled = etree.XPath(
+            _css_to_xpath(css) + "/@href", namespaces=namespaces, smart_strings=False
+        )
+    _HREFS[key] = compiled
+    return compiled
+
+
+def _subject_tag(css: str) -> str | None:
+    """The tag name every element ``css`` matches has (lower case, as HTML matching is),
+    if the query is one selector whose subject names one; else None (``*``, a group
+    ``a, b``, a pseudo-element such as ``::attr(href)``, a query cssselect cannot read)."""
+    try:
+        selectors = cssselect.parse(css)
+    except cssselect.SelectorError:
+        return None
+    if len(selectors) != 1 or selectors[0].pseudo_element is not None:
+        return None
+    node: Any = selectors[0].parsed_tree
+    while not isinstance(node, cssselect.parser.Element):
+        if isinstance(node, cssselect.parser.CombinedSelector):
+            node = node.subselector
+        elif hasattr(node, "selector"):  # Class, Hash, Attrib, Pseudo, Function, Negation
+            node = node.selector
+        else:
+            return None
+    element = node.element
+    return element.lower() if isinstance(element, str) and node.namespace is None else None
+
+
 def _hrefs(nodes: Any) -> Iterator[str]:
     """The links of what an XPath selected: ``href`` of ``<a>``/``<link>``, and strings
     as they are; anything else raises as ``Response.follow`` does for it."""
@@ -615,6 +697,47 @@ def _url_from_selector(sel: Selector, missing_ok: bool = False) -> str:
             return ""
         raise ValueError(f"<{tag}> element has no href attribute")
     return str(href)
+
+
+#: What str.strip() strips from a page's ends and bytes.strip() does not (checked on the
+#: first and last bytes bytes.strip() keeps): the C1 and Unicode spaces, and \x1c-\x1f.
+_NOT_BYTE_STRIPPED = frozenset(b"\x1c\x1d\x1e\x1f") | frozenset(range(0x80, 0x100))
+
+
+def _utf8_as_is(content_type: str, body: bytes) -> str | None:
+    """The encoding ``_to_unicode`` names for ``body`` if parsel parsing the bytes as
+    UTF-8 builds exactly the tree it builds from the decoded text; else None.
+
+    That holds when the text is the bytes decoded as UTF-8 (no BOM; the HTTP charset, else
+    the page's declaration, else the default, is UTF-8; no NUL, which ``_decode``
+    replaces), and the text's ``strip()`` takes what the bytes' ``strip()`` takes (the
+    first and last bytes kept are ASCII other than \\x1c-\\x1f). Invalid UTF-8 is no
+    exception: lxml reports it, and parsel then parses the bytes decoded with
+    replacement characters, as ``_to_unicode`` decodes them.
+    """
+    if not body or b"\x00" in body or read_bom(body)[0] is not None:
+        return None
+    encoding = http_content_type_encoding(content_type)
+    if encoding is None:
+        encoding = html_body_declared_encoding(body) or "utf8"
+    if encoding not in _UTF8_NAMES:
+        try:
+            if codecs.lookup(encoding).name != "utf-8":
+                return None
+        except LookupError:
+            return None
+    first, last = 0, len(body) - 1  # the ends bytes.strip() keeps (not a copy of the page)
+    while first <= last and body[first] in _BYTE_SPACE:
+        first += 1
+    while last > first and body[last] in _BYTE_SPACE:
+        last -= 1
+    if first <= last and (body[first] in _NOT_BYTE_STRIPPED or body[last] in _NOT_BYTE_STRIPPED):
+        return None
+    return encoding
+
+
+_UTF8_NAMES = frozenset({"utf-8", "utf8"})
+_BYTE_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() strips
 
 
 def _to_unicode(content_type: str, body: bytes) -> tuple[str, str]:

@@ -209,7 +209,12 @@ def test_nothing_is_decoded_or_parsed_until_asked() -> None:
     response = make(XHTML.format(head="", body=LINKS))
     assert (response._text, response._selector) == (None, None)  # type: ignore[attr-defined]
     assert response.css("title::text").get() == "Debian Reference"
-    assert response._text is not None  # type: ignore[attr-defined]
+    # A UTF-8 page is parsed from its bytes: decoded only when .text is asked for.
+    assert response._selector is not None  # type: ignore[attr-defined]
+    assert response._text is None  # type: ignore[attr-defined]
+    assert response.encoding == "utf-8"
+    assert response._text is None  # type: ignore[attr-defined]
+    assert "Debian Reference" in response.text
 
 
 def test_choosing_the_kind_reads_headers_not_the_body_when_the_type_is_declared() -> None:

@@ -10,10 +10,10 @@ from io import BytesIO, StringIO
 from typing import Any, ClassVar, Literal
 
 from lxml import etree
-from parsel import Selector
 
 from ..request import Request
 from ..response import HtmlResponse, Response, TextResponse, XmlResponse
+from ..selector import Selector
 from ..spider import Spider
 from .output import iterate_spider_output
 
