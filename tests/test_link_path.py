@@ -208,3 +208,21 @@ def test_link_extractor_equals_the_plain_way_on_the_corpus(corpus_set: CorpusSet
         assert all(safe_url(url) == url for url, _, _ in want), path
         links += len(want)
     assert links > 500
+
+
+def test_link_text_is_the_xpath_string_value_of_the_element() -> None:
+    from lxml import etree
+
+    from spiderfarm.linkextractors import LinkExtractor
+
+    inner = [
+        "a<!-- c -->b<?pi x?>c<b>d<i>e</i></b>f", "<script>var a='<b>';</script>t",
+        "&amp;&lt;&nbsp;&#x1F600;", "", "\n  spaced \t", "<svg><text>s</text></svg>",
+        "<img alt=x>", "<span>one</span> <span>two</span>",
+    ]  # fmt: skip
+    body = "".join(f'<a href="/p{i}.html">{text}</a>tail{i}' for i, text in enumerate(inner))
+    r = response("http://a.test/", f"<html><body>{body}</body></html>".encode())
+    string = etree.XPath("string()")
+    want = [str(string(el)) for el in r.selector.root.iter("a")]
+    assert [link.text for link in LinkExtractor().extract_links(r)] == want
+    assert want[0] == "abcdef" and want[-1] == "one two"
