@@ -59,7 +59,7 @@ LABELS = {
 }
 # (numerator, denominator, target, how the target reads)
 RATIOS = (
-    ("w1", "bare", 0.85, ">= 0.85"),
+    ("w1", "bare", 1.2, ">= 1.2"),
     ("w1", "scrapy", 6.0, ">= 6"),
     ("w2", "w1", 1.6, ">= 1.6"),
 )

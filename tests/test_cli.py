@@ -255,9 +255,7 @@ def test_status_command_reports_a_running_server(tmp_path: Path, site: str) -> N
     key = write_key(tmp_path)
     server = ServerProcess(["links", "-a", f"start_url={site}"], key, tmp_path)
     try:
-        result = run_cli(
-            ["status", "--connect", server.address, "--json"], env=environ_with_key()
-        )
+        result = run_cli(["status", "--connect", server.address, "--json"], env=environ_with_key())
         assert result.returncode == 0, result.stderr
         status = json.loads(result.stdout)
         assert status["state"] == "running"
@@ -303,3 +301,144 @@ def test_version() -> None:
     result = run_cli(["--version"])
     assert result.returncode == 0
     assert result.stdout == f"spiderfarm {spiderfarm.__version__}\n"
+
+
+# --- crawl's workers start while crawl starts (spiderfarm/prespawn.py) ------------------
+
+WHO_AM_I = """
+    import os, sys
+    from spiderfarm import Request, Spider
+
+    class Who(Spider):
+        name = "who"
+
+        def start_requests(self):
+            yield Request(self.start_url, meta={"handle_httpstatus_all": True})
+
+        def parse(self, response):
+            yield {"argv": sys.argv[1:], "key_in_env": "SPIDERFARM_AUTHKEY" in os.environ}
+"""
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Live processes whose command line holds ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_crawl_workers_learn_the_address_and_key_on_a_pipe(tmp_path: Path, site: str) -> None:
+    write_spider(tmp_path, WHO_AM_I)
+    out = tmp_path / "out.jsonl"
+    spiders = str(tmp_path / "spiders")
+    result = run_cli(
+        [
+            "crawl",
+            "who",
+            "--spiders-dir",
+            spiders,
+            "--workers",
+            "1",
+            "-q",
+            "-o",
+            str(out),
+            "-a",
+            f"start_url={site}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(read_items(out)) == 1, result.stdout + result.stderr
+    [item] = read_items(out)
+    # started before crawl's own imports, told where to connect on stdin: no key in env
+    assert item["argv"] == ["--connect-stdin", "--spiders-dir", spiders, "--log-level", "WARNING"]
+    assert item["key_in_env"] is False
+
+
+def test_workers_started_for_other_options_are_dismissed_and_started_again(
+    tmp_path: Path, site: str
+) -> None:
+    write_spider(tmp_path, WHO_AM_I)
+    out = tmp_path / "out.jsonl"
+    spiders = str(tmp_path / "spiders")
+    # "--work 1" is --workers 1 to crawl's parser, not to the early one (which starts
+    # one per CPU): the early workers are dismissed, one is started the usual way.
+    result = run_cli(
+        [
+            "crawl",
+            "who",
+            "--spiders-dir",
+            spiders,
+            "--work",
+            "1",
+            "-q",
+            "-o",
+            str(out),
+            "-a",
+            f"start_url={site}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    [item] = read_items(out)
+    argv = item["argv"]
+    assert isinstance(argv, list) and argv[0] == "--connect" and "--connect-stdin" not in argv
+    assert item["key_in_env"] is True
+    assert _processes_naming(spiders) == []
+    # a feed on stdout: the workers' stdout goes to stderr, so none is started early
+    result = run_cli(
+        [
+            "crawl",
+            "who",
+            "--spiders-dir",
+            spiders,
+            "--workers",
+            "1",
+            "-q",
+            "-o",
+            "-:jsonl",
+            "-a",
+            f"start_url={site}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["argv"][0] == "--connect"
+
+
+def test_a_crawl_that_fails_to_start_leaves_no_worker_behind(tmp_path: Path) -> None:
+    spiders = tmp_path / "spiders"
+    spiders.mkdir()
+    result = run_cli(["crawl", "nope", "--spiders-dir", str(spiders), "--workers", "2"])
+    assert result.returncode == 2
+    # the one error, and nothing from the workers that were waiting to be told where to go
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: no spider named 'nope'"), result.stderr
+    deadline = time.monotonic() + 10
+    while _processes_naming(str(spiders)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_naming(str(spiders)) == []
+
+
+def test_worker_connect_stdin_exits_quietly_on_a_closed_pipe_and_names_a_bad_line() -> None:
+    argv = [sys.executable, "-m", "spiderfarm.worker", "--connect-stdin"]
+    env = subprocess_environ()
+
+    def run(args: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    quiet = run(argv, "")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    bad = run(argv, "127.0.0.1:1 not-hex\n")
+    assert bad.returncode == 2
+    assert "--connect-stdin: expected 'HOST:PORT KEYHEX' on stdin" in bad.stderr
+    both = run([*argv, "--connect", "127.0.0.1:1"], "")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr

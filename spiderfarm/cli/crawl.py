@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .. import prespawn
 from ..console import parse_console_address
 from ..errors import SpiderfarmError
 from ..feeds import FeedSpec
@@ -118,6 +119,11 @@ def _spawn_workers(
     log_level: str,
     stdout: int | None = None,
 ) -> list[subprocess.Popen[bytes]]:
+    started = prespawn.take()
+    if started is not None:
+        if started.matches(n, spiders_dir, log_level, stdout):
+            return started.send(address, authkey)
+        started.dismiss()
     env = {**os.environ, AUTHKEY_ENV: authkey.hex()}
     argv = [
         sys.executable,

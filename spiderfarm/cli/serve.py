@@ -137,7 +137,12 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m spiderfarm.worker", description="Crawl for a spiderfarm server."
     )
-    parser.add_argument("--connect", required=True, metavar="HOST:PORT")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--connect", metavar="HOST:PORT")
+    where.add_argument(
+        "--connect-stdin", action="store_true",
+        help="read 'HOST:PORT KEYHEX' from standard input (how crawl starts its workers)",
+    )  # fmt: skip
     parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
     parser.add_argument("--concurrency", type=int, help="requests in flight (default: setting)")
     parser.add_argument("--spiders-dir", default="spiders")
@@ -151,10 +156,35 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
-        key = require_authkey(args.authkey_file)
-        client = FrontierClient(parse_address(args.connect), key, give_up_s=args.give_up_s)
+        if args.connect_stdin:
+            told = _told_where()
+            if told is None:
+                return 0  # crawl closed the pipe unwritten: it failed or wants other workers
+            connect, key = told
+        else:
+            connect, key = args.connect, require_authkey(args.authkey_file)
+        client = FrontierClient(parse_address(connect), key, give_up_s=args.give_up_s)
         worker = Worker(client, spiders_dir=args.spiders_dir, concurrency=args.concurrency)
         return int(run_async(worker.run()))
     except SpiderfarmError as exc:
         print(f"error: worker: {exc}", file=sys.stderr)
         return 2
+
+
+def _told_where() -> tuple[str, bytes] | None:
+    """``(HOST:PORT, key)`` from the line ``crawl`` writes on standard input, or None if
+    it closed the pipe without one."""
+    try:
+        line = sys.stdin.buffer.readline()
+    except KeyboardInterrupt:  # Ctrl-C while crawl was still starting
+        return None
+    if not line.strip():
+        return None
+    connect, _, key_hex = line.decode("ascii", "replace").strip().partition(" ")
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        raise SpiderfarmError("--connect-stdin: expected 'HOST:PORT KEYHEX' on stdin") from None
+    if not key:
+        raise SpiderfarmError("--connect-stdin: expected 'HOST:PORT KEYHEX' on stdin")
+    return connect, key
