@@ -133,6 +133,7 @@ def _settled(url: str) -> bool:
         and ";?" not in url
         and ";#" not in url
         and "/." not in url
+        and url.count("#") < 2  # w3lib escapes a "#" inside the fragment
     )
 
 
@@ -309,7 +310,12 @@ class LinkExtractor:
                     # hold hundreds): the page's own URL passed the filters once, and a
                     # fragment of safe characters changes nothing they test but length.
                     fragment = value[1:]
-                    if fragment and fragment.isascii() and SAFE_CHARS.issuperset(fragment):
+                    if (
+                        fragment
+                        and fragment.isascii()
+                        and SAFE_CHARS.issuperset(fragment)
+                        and "#" not in fragment  # which w3lib escapes
+                    ):
                         if own is None:
                             own = self._own_url(response)
                         url = own + value if own else ""

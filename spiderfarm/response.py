@@ -539,6 +539,12 @@ def cached_urljoin(base: str, directory: str | None, origin: str | None, href: s
     every link (``tests/test_responses.py`` checks the real-world corpus and odd cases)."""
     if directory is None or origin is None or not href:
         return urljoin(base, href)
+    hash_at = href.find("#", 1)
+    if 0 < hash_at < len(href) - 1 and _no_tab(href):
+        # "page.html#section": the join of "page.html" (cached: a site's pages link to
+        # the same pages at many anchors) and the fragment as it is, which is what
+        # urljoin does with it (split off first, put back last, unless empty).
+        return cached_urljoin(base, directory, origin, href[:hash_at]) + href[hash_at:]
     key = _join_key(directory, origin, href)
     if key is None:
         return urljoin(base, href)

@@ -32,6 +32,8 @@ HREFS = [
     "http:/z", "http:///z", "https:z", "mailto:me@x.test", "javascript:void(0)", "a:b", "1a:b",
     "a/b:c", " z", "\tz", "z\ny", "\n#f", "#f\tg", "z ", "%7Ez", "é.html", "a b", "C:\\x",
     "?", "/?", "/#", "z#", "z?", "../z?q#f", "//c.test:80/p?q#f",
+    "a?#f", "?q#f", " #f", "mailto:x#f", "//c.test#f", "z;#f", "z#f#g", "z #f ", "../z#%7E",
+    "z#f\tg", "/r#f", "http://d.test#f", "z.html#\u00e9", "a/..#f", "#f#g", ";p#f",
 ]  # fmt: skip
 
 
@@ -226,3 +228,26 @@ def test_link_text_is_the_xpath_string_value_of_the_element() -> None:
     want = [str(string(el)) for el in r.selector.root.iter("a")]
     assert [link.text for link in LinkExtractor().extract_links(r)] == want
     assert want[0] == "abcdef" and want[-1] == "one two"
+
+
+def test_a_fragment_of_a_sent_url_is_dropped_as_the_sent_one_is() -> None:
+    from spiderfarm.settings import Settings
+    from spiderfarm.worker import Links, PageResult
+
+    links = Links(Settings(), "s")
+    parent = Request("http://a.test/")
+    sent = PageResult()
+    for url in ["http://a.test/x", "http://a.test/x#one", "http://a.test/x#two"]:
+        links.add(Request(url), parent, sent)
+    assert [wire[0] for _, _, wire in sent.requests] == ["http://a.test/x"]
+    later = PageResult()
+    links.add(Request("http://a.test/y#a"), parent, later)  # the fragment spelling first
+    links.add(Request("http://a.test/y"), parent, later)
+    links.add(Request("http://a.test/y#b"), parent, later)
+    # not the same request: a POST, one that says dont_filter, one closer to the start
+    links.add(Request("http://a.test/x#p", method="POST", body=b"q"), parent, later)
+    links.add(Request("http://a.test/x#d", dont_filter=True), parent, later)
+    links.add(Request("http://a.test/x#c"), parent, later, depth=0)
+    assert [wire[0] for _, _, wire in later.requests] == [
+        "http://a.test/y#a", "http://a.test/x#p", "http://a.test/x#d", "http://a.test/x#c"
+    ]  # fmt: skip

@@ -86,6 +86,8 @@ class Links:
             # Most links on a page were sent before: drop them by their exact text,
             # before paying for canonicalisation and hashing.
             known = sent_urls.get(url)
+            if known is None and "#" in url:  # the fingerprint leaves the fragment out
+                known = sent_urls.get(url.partition("#")[0])
             if known is not None and known <= depth and not result.again:
                 return
             if len(sent_urls) > CACHE_MAX:
