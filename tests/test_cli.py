@@ -4,6 +4,7 @@ counted by reason. Every test runs the real processes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -336,27 +337,22 @@ def _processes_naming(text: str) -> list[int]:
     return found
 
 
-def test_crawl_workers_learn_the_address_and_key_on_a_pipe(tmp_path: Path, site: str) -> None:
+def _crawl_who(
+    tmp_path: Path, site: str, *options: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``crawl who`` (WHO_AM_I) with ``options``, from a spiders dir of its own."""
     write_spider(tmp_path, WHO_AM_I)
-    out = tmp_path / "out.jsonl"
     spiders = str(tmp_path / "spiders")
     result = run_cli(
-        [
-            "crawl",
-            "who",
-            "--spiders-dir",
-            spiders,
-            "--workers",
-            "1",
-            "-q",
-            "-o",
-            str(out),
-            "-a",
-            f"start_url={site}",
-        ]
+        ["crawl", "who", "--spiders-dir", spiders, "-q", "-a", f"start_url={site}", *options]
     )
-    assert result.returncode == 0, result.stderr
-    assert len(read_items(out)) == 1, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, spiders
+
+
+def test_crawl_workers_learn_the_address_and_key_on_a_pipe(tmp_path: Path, site: str) -> None:
+    out = tmp_path / "out.jsonl"
+    _, spiders = _crawl_who(tmp_path, site, "--workers", "1", "-o", str(out))
     [item] = read_items(out)
     # started before crawl's own imports, told where to connect on stdin: no key in env
     assert item["argv"] == ["--connect-stdin", "--spiders-dir", spiders, "--log-level", "WARNING"]
@@ -366,49 +362,18 @@ def test_crawl_workers_learn_the_address_and_key_on_a_pipe(tmp_path: Path, site:
 def test_workers_started_for_other_options_are_dismissed_and_started_again(
     tmp_path: Path, site: str
 ) -> None:
-    write_spider(tmp_path, WHO_AM_I)
     out = tmp_path / "out.jsonl"
-    spiders = str(tmp_path / "spiders")
-    # "--work 1" is --workers 1 to crawl's parser, not to the early one (which starts
-    # one per CPU): the early workers are dismissed, one is started the usual way.
-    result = run_cli(
-        [
-            "crawl",
-            "who",
-            "--spiders-dir",
-            spiders,
-            "--work",
-            "1",
-            "-q",
-            "-o",
-            str(out),
-            "-a",
-            f"start_url={site}",
-        ]
-    )
-    assert result.returncode == 0, result.stderr
+    # "--work N" is --workers N to crawl's parser, not to the early one (which starts one
+    # per CPU): the early workers are dismissed, N are started the usual way.
+    n = str((os.cpu_count() or 1) + 1)
+    _, spiders = _crawl_who(tmp_path, site, "--work", n, "-o", str(out))
     [item] = read_items(out)
     argv = item["argv"]
     assert isinstance(argv, list) and argv[0] == "--connect" and "--connect-stdin" not in argv
     assert item["key_in_env"] is True
     assert _processes_naming(spiders) == []
     # a feed on stdout: the workers' stdout goes to stderr, so none is started early
-    result = run_cli(
-        [
-            "crawl",
-            "who",
-            "--spiders-dir",
-            spiders,
-            "--workers",
-            "1",
-            "-q",
-            "-o",
-            "-:jsonl",
-            "-a",
-            f"start_url={site}",
-        ]
-    )
-    assert result.returncode == 0, result.stderr
+    result, _ = _crawl_who(tmp_path, site, "--workers", "1", "-o", "-:jsonl")
     assert json.loads(result.stdout)["argv"][0] == "--connect"
 
 

@@ -184,7 +184,7 @@ def _told_where() -> tuple[str, bytes] | None:
     try:
         key = bytes.fromhex(key_hex)
     except ValueError:
-        raise SpiderfarmError("--connect-stdin: expected 'HOST:PORT KEYHEX' on stdin") from None
-    if not key:
+        key = b""
+    if not connect or not key:
         raise SpiderfarmError("--connect-stdin: expected 'HOST:PORT KEYHEX' on stdin")
     return connect, key
