@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = ["bare", *(v for v in variants if v != "bare")]
     results: dict[str, list[tuple[float, float, int]]] = {v: [] for v in variants}
     expected: set[str] | None = None
-    links = 0
+    links = pages = 0
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         start_path = site_tree(root, corpus_set, args.copies, tmp)
@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                     wall, cpu, urls, seen_links, peak = run(variant, start, tmp, args.pythonpath)
                     if variant == "bare":
                         expected, links = urls, seen_links
+                    pages = len(urls)
                     if expected is not None and urls != expected:
                         print(f"  {variant}: FAILED ({len(urls)} pages, the bare loop "
                               f"{len(expected)}: {sorted(urls ^ expected)[:5]})")  # fmt: skip
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                     results[variant].append((wall, cpu, peak))
                     print(f"  round {round_ + 1} {variant:<14} {len(urls)} pages in {wall:6.2f}s, "
                           f"CPU {cpu:6.2f}s, RSS {peak / 2**20:.0f} MiB", flush=True)  # fmt: skip
-    report(results, len(expected or ()), links, args)
+    report(results, len(expected) if expected is not None else pages, links, args)
     return 0
 
 
@@ -370,8 +371,9 @@ def report(
         vs = f"{bare[0] / wall:.2f}" if bare else "-"
         cpu_vs = f"{bare[1] / cpu:.2f}" if bare else "-"
         vs_scrapy = f"{scrapy[0] / wall:.2f}" if scrapy and variant.startswith("sf") else "-"
+        per_links = f"{cpu / links * 1e5:.2f}" if links else "-"  # links: the bare loop counts
         print(f"{variant:<15}{pages / wall:>8.0f}{cpu / max(pages, 1) * 1000:>12.2f}"
-              f"{cpu / max(links, 1) * 1e5:>17.2f}{peak / 2**20:>8.0f}{vs:>8}{cpu_vs:>12}"
+              f"{per_links:>17}{peak / 2**20:>8.0f}{vs:>8}{cpu_vs:>12}"
               f"{vs_scrapy:>10}")  # fmt: skip
     for style in STYLES:
         one, two = med.get(f"sf-{style}-w1"), med.get(f"sf-{style}-w2")

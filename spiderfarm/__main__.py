@@ -4,7 +4,7 @@ import sys
 
 from .prespawn import prespawn
 
-prespawn(sys.argv[1:])  # crawl's workers import while this process does (see prespawn)
+prespawn(sys.argv[1:])  # crawl forks its workers before it imports the server (see prespawn)
 
 from .cli import main  # noqa: E402
 

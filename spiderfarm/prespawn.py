@@ -1,79 +1,114 @@
-"""``crawl``'s workers, started before the command line's own imports.
+"""``crawl``'s workers, forked from ``crawl`` itself once the worker's modules are loaded.
 
 A worker spends about a third of a second importing aiohttp, parsel and lxml before it
-can connect; so does ``crawl`` itself before it listens. Done one after the other, a
-short crawl waits for both. ``python -m spiderfarm crawl`` therefore starts its workers
-first, from the few options that decide how they run (``--workers``, ``--spiders-dir``,
-``--log-level``), and tells each one where the farm listens, and its key, on a pipe to
-its standard input once the server is up (``python -m spiderfarm.worker
---connect-stdin``). A worker whose pipe closes unread (the command failed first) exits
-quietly. If the full command line turns out to ask for different workers, they are
-dismissed that way and started again as usual.
+can connect; ``crawl`` imports the same and then the server, the feeds and the console
+before it listens. Started as new processes, N workers import it all N more times, on a
+machine that has as few cores as workers. ``python -m spiderfarm crawl`` therefore
+imports the worker's modules first (``spiderfarm.worker.main``: nothing of the server's),
+forks its workers from the options that decide how they run (``--workers``,
+``--spiders-dir``, ``--log-level``), and only then imports the rest of the command line.
+Each worker waits on a pipe for ``HOST:PORT KEYHEX``, written once the server listens
+(the key is in no environment and no command line), and exits quietly if the pipe closes
+unwritten: the command failed first, or the full command line asks for other workers, who
+are then started the usual way (``python -m spiderfarm.worker --connect``).
 
-It is imported before the rest of the command line (a module of the package, not of
-``cli``, whose imports are the cost saved): the standard library only.
+Where ``fork`` is not there (Windows), nothing is forked: crawl starts its workers the
+usual way. A feed on standard output is the other case: the workers' standard output must
+go to standard error (see ``crawl``).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import gc
+import multiprocessing
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 
-__all__ = ["Prespawned", "prespawn", "take"]
+__all__ = ["WORKER_NAME", "ForkedWorker", "Prespawned", "prespawn", "take"]
+
+#: A forked worker's process name (``ps -o comm``, ``top``; Linux keeps 15 characters):
+#: its command line is crawl's.
+WORKER_NAME = "spiderfarm-wkr"
+
+
+class ForkedWorker:
+    """A worker forked from ``crawl``, with the part of ``subprocess.Popen`` that crawl
+    uses: ``pid``, ``poll()``, ``wait(timeout)``, ``kill()``."""
+
+    def __init__(self, process: BaseProcess, pipe: int) -> None:
+        self._process = process
+        self.pipe = pipe  # the write end; the worker reads the other one
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        code = self._process.exitcode
+        if code is None:
+            raise subprocess.TimeoutExpired(f"spiderfarm worker {self.pid}", timeout or 0.0)
+        return code
+
+    def kill(self) -> None:
+        if self._process.exitcode is None:
+            self._process.kill()
 
 
 class Prespawned:
-    """Worker processes waiting on their standard input for an address and a key."""
+    """Forked workers, each waiting on its pipe for an address and a key."""
 
-    def __init__(
-        self, procs: list[subprocess.Popen[bytes]], spiders_dir: str, log_level: str
-    ) -> None:
-        self.procs = procs
+    def __init__(self, workers: list[ForkedWorker], spiders_dir: str, log_level: str) -> None:
+        self.workers = workers
         self.spiders_dir = spiders_dir
         self.log_level = log_level
 
     def matches(self, n: int, spiders_dir: str, log_level: str, stdout: int | None) -> bool:
         return (
-            len(self.procs) == n
+            len(self.workers) == n
             and self.spiders_dir == spiders_dir
             and self.log_level == log_level
             and stdout is None
         )
 
-    def send(self, address: tuple[str, int], authkey: bytes) -> list[subprocess.Popen[bytes]]:
+    def send(self, address: tuple[str, int], authkey: bytes) -> list[ForkedWorker]:
         """Tell each worker where to connect; returns them."""
         line = f"{address[0]}:{address[1]} {authkey.hex()}\n".encode()
-        for proc in self.procs:
-            assert proc.stdin is not None
-            # A worker that died already (a broken install) is noticed as any dead one.
-            with contextlib.suppress(BrokenPipeError, OSError):
-                proc.stdin.write(line)
-            with contextlib.suppress(BrokenPipeError, OSError):
-                proc.stdin.close()
-        return self.procs
+        for worker in self.workers:
+            # A worker that died already is noticed as any dead one.
+            with contextlib.suppress(OSError):
+                os.write(worker.pipe, line)
+            with contextlib.suppress(OSError):
+                os.close(worker.pipe)
+        return self.workers
 
     def dismiss(self) -> None:
         """Close the pipes unwritten: each worker exits without connecting."""
-        for proc in self.procs:
-            assert proc.stdin is not None
+        for worker in self.workers:
             with contextlib.suppress(OSError):
-                proc.stdin.close()
-        for proc in self.procs:
+                os.close(worker.pipe)
+        for worker in self.workers:
             try:
-                proc.wait(timeout=10)
+                worker.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                worker.kill()
+                worker.wait()
 
 
 _started: Prespawned | None = None
 
 
 def take() -> Prespawned | None:
-    """The prespawned workers, once (None if none were started)."""
+    """The forked workers, once (None if none were started)."""
     global _started
     started, _started = _started, None
     return started
@@ -99,23 +134,54 @@ def _options(argv: Sequence[str]) -> argparse.Namespace | None:
     return options
 
 
+def _run_forked(fd: int, others: list[int], spiders_dir: str, log_level: str) -> None:
+    """The forked worker's whole life (multiprocessing takes the SystemExit's code)."""
+    for other in others:  # the other workers' write ends: their pipes must see EOF
+        os.close(other)
+    with contextlib.suppress(OSError):  # what ps -o comm and top show (Linux)
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(WORKER_NAME)
+    from .worker.main import run_told
+
+    sys.exit(run_told(fd, spiders_dir, log_level))
+
+
 def prespawn(argv: Sequence[str]) -> Prespawned | None:
-    """Start the workers ``crawl`` will need, if ``argv`` is a ``crawl`` command line."""
+    """Fork the workers ``crawl`` will need, if ``argv`` is a ``crawl`` command line."""
     global _started
     options = _options(argv)
-    if options is None:
+    if options is None or "fork" not in multiprocessing.get_all_start_methods():
         return None
-    argv_worker = [
-        sys.executable, "-m", "spiderfarm.worker", "--connect-stdin",
-        "--spiders-dir", options.spiders_dir, "--log-level", options.log_level,
-    ]  # fmt: skip
-    procs = []
-    try:
-        for _ in range(options.workers):
-            procs.append(subprocess.Popen(argv_worker, stdin=subprocess.PIPE))
-    except OSError:
-        for proc in procs:
-            proc.kill()
-        return None
-    _started = Prespawned(procs, options.spiders_dir, options.log_level)
+    from .worker import main  # noqa: F401 - loaded once here, shared by every fork
+
+    context = multiprocessing.get_context("fork")
+    gc.freeze()  # what is loaded now stays shared: no collection touches (copies) it
+    workers: list[ForkedWorker] = []
+    for _ in range(options.workers):
+        read_end, write_end = os.pipe()
+        pipes = [w.pipe for w in workers] + [write_end]
+        process = context.Process(
+            target=_run_forked,
+            args=(read_end, pipes, options.spiders_dir, options.log_level),
+            name="spiderfarm-worker",
+        )
+        try:
+            process.start()
+        except OSError:  # out of processes or memory: crawl starts them the usual way
+            os.close(write_end)
+            Prespawned(workers, "", "").dismiss()
+            return None
+        finally:
+            os.close(read_end)
+        workers.append(ForkedWorker(process, write_end))
+    _started = Prespawned(workers, options.spiders_dir, options.log_level)
+    # Before multiprocessing's own exit hook (which joins its children): a crawl that
+    # fails before it takes them closes their pipes, and they exit.
+    atexit.register(_dismiss_untaken)
     return _started
+
+
+def _dismiss_untaken() -> None:
+    started = take()
+    if started is not None:
+        started.dismiss()

@@ -18,7 +18,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import SettingsError
+from .errors import SettingsError, SpiderfarmError
 
 __all__ = [
     "AUTHKEY_ENV",
@@ -27,6 +27,7 @@ __all__ = [
     "is_loopback",
     "load_authkey",
     "parse_address",
+    "require_authkey",
     "require_strong_key",
     "write_new_authkey",
 ]
@@ -115,6 +116,21 @@ def load_authkey(path: str | None, env_value: str | None) -> bytes | None:
     key = decode_key(text)
     if not key:
         raise SettingsError(f"the authkey from {path or AUTHKEY_ENV} is empty; {_HOW}")
+    return key
+
+
+def require_authkey(path: str | None) -> bytes:
+    """The key from ``path`` or ``SPIDERFARM_AUTHKEY``, for a command that must have one.
+
+    Raises:
+        SpiderfarmError: neither is given (SettingsError: as load_authkey).
+    """
+    key = load_authkey(path, os.environ.get(AUTHKEY_ENV))
+    if key is None:
+        raise SpiderfarmError(
+            "no authkey: pass --authkey-file FILE (the file the server printed) "
+            f"or set {AUTHKEY_ENV}"
+        )
     return key
 
 

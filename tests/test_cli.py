@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import spiderfarm
+from spiderfarm import prespawn
 from tests.farm import (
     ServerProcess,
     environ_with_key,
@@ -304,11 +305,17 @@ def test_version() -> None:
     assert result.stdout == f"spiderfarm {spiderfarm.__version__}\n"
 
 
-# --- crawl's workers start while crawl starts (spiderfarm/prespawn.py) ------------------
+# --- crawl forks its workers before it imports the server (spiderfarm/prespawn.py) -----
 
 WHO_AM_I = """
     import os, sys
+    from pathlib import Path
     from spiderfarm import Request, Spider
+
+    # What a worker never needs: loaded, it would cost every worker its import time.
+    SERVER_SIDE = ("spiderfarm.cli", "spiderfarm.server", "spiderfarm.frontier",
+                   "spiderfarm.console", "spiderfarm.feeds", "aiohttp.web", "prometheus_client")
+    PACKAGES = tuple(name + "." for name in SERVER_SIDE)
 
     class Who(Spider):
         name = "who"
@@ -317,7 +324,14 @@ WHO_AM_I = """
             yield Request(self.start_url, meta={"handle_httpstatus_all": True})
 
         def parse(self, response):
-            yield {"argv": sys.argv[1:], "key_in_env": "SPIDERFARM_AUTHKEY" in os.environ}
+            yield {
+                "argv": sys.argv[1:],
+                "key_in_env": "SPIDERFARM_AUTHKEY" in os.environ,
+                "name": Path("/proc/self/comm").read_text().strip(),
+                "server_side": sorted(
+                    m for m in sys.modules if m in SERVER_SIDE or m.startswith(PACKAGES)
+                ),
+            }
 """
 
 
@@ -350,13 +364,20 @@ def _crawl_who(
     return result, spiders
 
 
-def test_crawl_workers_learn_the_address_and_key_on_a_pipe(tmp_path: Path, site: str) -> None:
+def test_crawl_forks_its_workers_before_the_server_and_tells_them_where_on_a_pipe(
+    tmp_path: Path, site: str
+) -> None:
     out = tmp_path / "out.jsonl"
     _, spiders = _crawl_who(tmp_path, site, "--workers", "1", "-o", str(out))
     [item] = read_items(out)
-    # started before crawl's own imports, told where to connect on stdin: no key in env
-    assert item["argv"] == ["--connect-stdin", "--spiders-dir", spiders, "--log-level", "WARNING"]
-    assert item["key_in_env"] is False
+    # forked from crawl (its command line), named so, before crawl loaded the server
+    assert item["argv"] == [
+        "crawl", "who", "--spiders-dir", spiders, "-q", "-a", f"start_url={site}",
+        "--workers", "1", "-o", str(out),
+    ]  # fmt: skip
+    assert item["name"] == prespawn.WORKER_NAME
+    assert item["server_side"] == []
+    assert item["key_in_env"] is False  # told on a pipe
 
 
 def test_workers_started_for_other_options_are_dismissed_and_started_again(
@@ -371,6 +392,7 @@ def test_workers_started_for_other_options_are_dismissed_and_started_again(
     argv = item["argv"]
     assert isinstance(argv, list) and argv[0] == "--connect" and "--connect-stdin" not in argv
     assert item["key_in_env"] is True
+    assert item["server_side"] == []  # python -m spiderfarm.worker loads no more than a fork
     assert _processes_naming(spiders) == []
     # a feed on stdout: the workers' stdout goes to stderr, so none is started early
     result, _ = _crawl_who(tmp_path, site, "--workers", "1", "-o", "-:jsonl")

@@ -510,14 +510,13 @@ def _run_sampling_workers(argv: list[str], out_dir: Path) -> tuple[int, str, str
         deadline = time.monotonic() + 90
         while proc.poll() is None and time.monotonic() < deadline:
             try:
-                children = parent.children(recursive=True)
+                children = parent.children()  # crawl's children are its workers
             except psutil.NoSuchProcess:
                 break
             for child in children:
                 try:
-                    if "spiderfarm.worker" in child.cmdline():
-                        rss = child.memory_info().rss
-                        peaks[child.pid] = max(peaks.get(child.pid, 0), rss)
+                    rss = child.memory_info().rss
+                    peaks[child.pid] = max(peaks.get(child.pid, 0), rss)
                 except psutil.Error:
                     pass  # it exited between the listing and the look
             time.sleep(0.01)

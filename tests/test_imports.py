@@ -3,7 +3,9 @@
 * no import cycles between spiderfarm's modules (``TYPE_CHECKING`` imports aside);
 * no module of ``spiderfarm.worker`` imports ``spiderfarm.frontier`` (they share
   ``spiderfarm.protocol``);
-* only ``__main__`` modules import ``spiderfarm.cli``.
+* only ``__main__`` modules import ``spiderfarm.cli``;
+* the worker's entry (``spiderfarm.worker.main``, which crawl forks from) reaches nothing
+  of the server's, the console's, the feeds' or the cli's.
 """
 
 from __future__ import annotations
@@ -118,8 +120,35 @@ def test_only_main_modules_import_the_cli() -> None:
     assert all(m.endswith("__main__") for m in importers), importers
 
 
+SERVER_SIDE = ("spiderfarm.cli", "spiderfarm.server", "spiderfarm.frontier",
+               "spiderfarm.console", "spiderfarm.feeds")  # fmt: skip
+
+
+def reached_from(module: str) -> set[str]:
+    """Every spiderfarm module importing ``module`` loads (its packages' ``__init__`` too)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = _resolve(todo.pop())
+        parts = name.split(".")
+        for n in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+            step = ".".join(parts[:n])
+            if step in MODULES and step not in seen:
+                seen.add(step)
+                todo.extend(GRAPH[step])
+    return seen
+
+
+def test_the_worker_entry_reaches_nothing_of_the_server() -> None:
+    reached = reached_from("spiderfarm.worker.main")
+    assert "spiderfarm.worker.pump" in reached and "spiderfarm.fetch" in reached
+    packages = tuple(name + "." for name in SERVER_SIDE)
+    assert sorted(m for m in reached if m in SERVER_SIDE or m.startswith(packages)) == []
+
+
 def test_the_rules_see_the_imports_they_police() -> None:
     """The parser finds what is there: a known import of each kind."""
     assert "spiderfarm.protocol" in GRAPH["spiderfarm.worker.pump"]
-    assert "spiderfarm.cli" in GRAPH["spiderfarm.worker.__main__"]
-    assert "spiderfarm.worker" in GRAPH["spiderfarm.cli.serve"]  # inside worker_main()
+    assert "spiderfarm.cli" in GRAPH["spiderfarm.server.__main__"]
+    assert "spiderfarm.worker.main" in GRAPH["spiderfarm.prespawn"]  # inside prespawn()
+    assert "spiderfarm.server" in reached_from("spiderfarm.cli")

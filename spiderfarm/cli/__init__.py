@@ -14,15 +14,16 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SpiderfarmError
+from ..runtime import setup_logging
 from ..settings import VERSION
 from .clients import add_client_commands, run_push, run_results
-from .common import add_spider_options, join_stdout_feeds, settings_help, setup_logging
+from .common import add_spider_options, join_stdout_feeds, settings_help
 from .console import add_console_options, run_console_token
 from .crawl import run_crawl, run_demo, summary_lines
-from .serve import server_main, worker_main
+from .serve import server_main
 from .status import run_status, status_table
 
-__all__ = ["main", "server_main", "status_table", "summary_lines", "worker_main"]
+__all__ = ["main", "server_main", "status_table", "summary_lines"]
 
 
 def _parser() -> argparse.ArgumentParser:

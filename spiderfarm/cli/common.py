@@ -1,44 +1,21 @@
-"""What the cli's commands share: logging, the event loop, spider and feed options, the
-authkey, and reporting what a crawl could not write."""
+"""What the cli's commands share: spider and feed options, items on standard output,
+the server's configuration, and reporting what a crawl could not write."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-from ..errors import SpiderfarmError
 from ..feeds import FeedSpec
-from ..security import AUTHKEY_ENV, load_authkey
 from ..server import FarmServer, ServerConfig
 from ..settings import Settings, parse_key_values
 
 logger = logging.getLogger("spiderfarm")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-def run_async(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 def settings_help() -> str:
@@ -154,16 +131,6 @@ def server_config(
     )
 
 
-def require_authkey(path: str | None) -> bytes:
-    key = load_authkey(path, os.environ.get(AUTHKEY_ENV))
-    if key is None:
-        raise SpiderfarmError(
-            "no authkey: pass --authkey-file FILE (the file the server printed) "
-            f"or set {AUTHKEY_ENV}"
-        )
-    return key
-
-
 def report_problems(server: FarmServer) -> bool:
     """Print why a feed or the job dir does not hold the whole crawl (a full disk, say);
     True if anything was printed."""
@@ -183,11 +150,3 @@ def write_dead_letters(path: str, dead: list[tuple[str, str, int]]) -> None:
         print(f"error: cannot write dead letters to {path!r}: {exc.strerror}", file=sys.stderr)
         return
     print(f"{len(dead)} dead letters written to {path}", flush=True)
-
-
-def reap(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()

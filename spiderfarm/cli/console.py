@@ -11,9 +11,8 @@ from typing import TextIO
 
 from ..console import Console, Controls, console_token, load_console_token, parse_console_address
 from ..errors import SpiderfarmError
-from ..security import is_loopback, require_strong_key
+from ..security import is_loopback, require_authkey, require_strong_key
 from ..server import FarmServer
-from .common import require_authkey
 
 __all__ = ["LogStats", "add_console_options", "run_console_token", "start_console"]
 

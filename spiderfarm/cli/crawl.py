@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from .. import prespawn
 from ..console import parse_console_address
@@ -29,13 +29,28 @@ from ..server import FarmServer
 from .common import (
     feed_specs,
     logger,
-    reap,
     report_problems,
     server_config,
     stdout_for_items,
     write_dead_letters,
 )
 from .console import LogStats, start_console
+
+
+class _Process(Protocol):
+    """A worker process: a ``subprocess.Popen`` or one forked early (``ForkedWorker``)."""
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
+
+
+def _reap(proc: _Process, timeout_s: float) -> int:
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 class _Progress:
@@ -118,11 +133,11 @@ def _spawn_workers(
     spiders_dir: str,
     log_level: str,
     stdout: int | None = None,
-) -> list[subprocess.Popen[bytes]]:
+) -> list[_Process]:
     started = prespawn.take()
     if started is not None:
         if started.matches(n, spiders_dir, log_level, stdout):
-            return started.send(address, authkey)
+            return list(started.send(address, authkey))
         started.dismiss()
     env = {**os.environ, AUTHKEY_ENV: authkey.hex()}
     argv = [
@@ -230,10 +245,10 @@ def _run_farm(
         server.wait(on_tick=tick, tick_s=0.25)
         progress.done()
         server.linger(len(workers), timeout_s=10)
-        codes = [reap(p, 15) for p in workers]
+        codes = [_reap(p, 15) for p in workers]
     except KeyboardInterrupt:
         for proc in workers:
-            reap(proc, 1)
+            _reap(proc, 1)
         server.stop()
         report_problems(server)
         sys.stderr.write("interrupted: items so far are in the feed\n")
@@ -241,6 +256,9 @@ def _run_farm(
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        for proc in workers:  # reaped above, unless something unforeseen went wrong
+            if proc.poll() is None:
+                proc.kill()
     server.stop()  # first: what closing the feeds finds out belongs in the summary
     status = server.frontier.status(detail=True)
     for line in summary_lines(status, feeds):

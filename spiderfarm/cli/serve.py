@@ -1,4 +1,4 @@
-"""The entry points of ``python -m spiderfarm.server`` and ``python -m spiderfarm.worker``."""
+"""The entry point of ``python -m spiderfarm.server``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from ..client import FrontierClient
 from ..console import parse_console_address
 from ..errors import SpiderfarmError
 from ..feeds import FeedSpec
+from ..runtime import setup_logging
 from ..security import (
     AUTHKEY_ENV,
     load_authkey,
@@ -26,11 +26,8 @@ from .common import (
     feed_specs,
     join_stdout_feeds,
     report_problems,
-    require_authkey,
-    run_async,
     server_config,
     settings_help,
-    setup_logging,
     stdout_for_items,
     write_dead_letters,
 )
@@ -128,63 +125,3 @@ def _serve_until_done(args: argparse.Namespace, server: FarmServer, feeds: list[
     if args.dead_letters:
         write_dead_letters(args.dead_letters, status["dead_letters"])
     return 1 if report_problems(server) else 0
-
-
-def worker_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m spiderfarm.worker``: connect to a server and crawl until it is done."""
-    from ..worker import Worker  # here, not at the top: only workers need aiohttp loaded
-
-    parser = argparse.ArgumentParser(
-        prog="python -m spiderfarm.worker", description="Crawl for a spiderfarm server."
-    )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--connect", metavar="HOST:PORT")
-    where.add_argument(
-        "--connect-stdin", action="store_true",
-        help="read 'HOST:PORT KEYHEX' from standard input (how crawl starts its workers)",
-    )  # fmt: skip
-    parser.add_argument("--authkey-file", help=f"file holding the key (or set {AUTHKEY_ENV})")
-    parser.add_argument("--concurrency", type=int, help="requests in flight (default: setting)")
-    parser.add_argument("--spiders-dir", default="spiders")
-    parser.add_argument(
-        "--give-up-s",
-        type=float,
-        default=30.0,
-        help="how long to keep retrying an unreachable server (default %(default)s)",
-    )
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        if args.connect_stdin:
-            told = _told_where()
-            if told is None:
-                return 0  # crawl closed the pipe unwritten: it failed or wants other workers
-            connect, key = told
-        else:
-            connect, key = args.connect, require_authkey(args.authkey_file)
-        client = FrontierClient(parse_address(connect), key, give_up_s=args.give_up_s)
-        worker = Worker(client, spiders_dir=args.spiders_dir, concurrency=args.concurrency)
-        return int(run_async(worker.run()))
-    except SpiderfarmError as exc:
-        print(f"error: worker: {exc}", file=sys.stderr)
-        return 2
-
-
-def _told_where() -> tuple[str, bytes] | None:
-    """``(HOST:PORT, key)`` from the line ``crawl`` writes on standard input, or None if
-    it closed the pipe without one."""
-    try:
-        line = sys.stdin.buffer.readline()
-    except KeyboardInterrupt:  # Ctrl-C while crawl was still starting
-        return None
-    if not line.strip():
-        return None
-    connect, _, key_hex = line.decode("ascii", "replace").strip().partition(" ")
-    try:
-        key = bytes.fromhex(key_hex)
-    except ValueError:
-        key = b""
-    if not connect or not key:
-        raise SpiderfarmError("--connect-stdin: expected 'HOST:PORT KEYHEX' on stdin")
-    return connect, key

@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from ..client import FrontierClient
-from ..security import parse_address
-from .common import require_authkey, run_async
+from ..runtime import run_async
+from ..security import parse_address, require_authkey
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
-"""``python -m spiderfarm.worker``: the cli's worker entry point."""
+"""``python -m spiderfarm.worker``: see ``spiderfarm.worker.main``."""
 
-from ..cli import worker_main
+from .main import worker_main
 
 raise SystemExit(worker_main())
