@@ -138,9 +138,9 @@ def _run_forked(fd: int, others: list[int], spiders_dir: str, log_level: str) ->
     """The forked worker's whole life (multiprocessing takes the SystemExit's code)."""
     for other in others:  # the other workers' write ends: their pipes must see EOF
         os.close(other)
-    with contextlib.suppress(OSError):  # what ps -o comm and top show (Linux)
-        with open("/proc/self/comm", "w") as comm:
-            comm.write(WORKER_NAME)
+    # what ps -o comm and top show (Linux)
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(WORKER_NAME)
     from .worker.main import run_told
 
     sys.exit(run_told(fd, spiders_dir, log_level))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -226,11 +227,13 @@ def test_push_while_closing_is_kept_but_never_leased() -> None:
     frontier.push([entry("http://a.test/1")])
     ((held, _, _),) = lease(frontier)
     frontier.close("cancelled")
+    assert not frontier.finished.is_set()  # closing: a lease is still out
     assert frontier.push([entry("http://a.test/2"), entry("http://a.test/1")]) == 1
     assert frontier.stats["filtered/duplicate"] == 1
     assert frontier.status()["queued"] == 1
     leases, _, state = frontier.exchange("w1", [ok(held)], 10)
     assert (leases, state) == ([], "finished")
+    assert frontier.finished.is_set()
     assert frontier.status()["queued"] == 1
     # Even a finished crawl keeps what is pushed (a late ack's links), still unleased.
     assert frontier.push([entry("http://a.test/3"), entry("http://a.test/2")]) == 1
@@ -704,10 +707,59 @@ def test_finishes_only_when_nothing_is_queued_or_leased() -> None:
     assert state == "running"  # one still queued
     ((second, _, _),) = lease(frontier, want=1)
     assert frontier.tick() == "running"  # one still leased
+    assert not frontier.finished.is_set()
     _, _, state = frontier.exchange("w1", [ok(second)], 0)
     assert state == "finished"
     assert frontier.close_reason == "finished"
     assert frontier.tick() == "finished"
+    assert frontier.finished.is_set()
+
+
+def _waiting_exchange(frontier: Frontier, worker: str) -> tuple[threading.Thread, list[Any]]:
+    got: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(frontier.exchange(worker, [], 10, wait_s=60))
+    )
+    waiter.start()
+    time.sleep(0.3)
+    assert got == []  # holding nothing, nothing queued: it waits in the server
+    return waiter, got
+
+
+def test_an_idle_worker_waits_for_the_links_another_worker_finds() -> None:
+    frontier, _, _ = make()
+    frontier.push([entry("http://a.test/1")])
+    ((first, _, _),) = lease(frontier, "w1")
+    waiter, got = _waiting_exchange(frontier, "w2")
+    frontier.exchange("w1", [ok(first, new=[entry("http://a.test/2")])], 0)
+    waiter.join(30)
+    assert not waiter.is_alive()  # woken by the ack, not timed out
+    leases, refused, state = got[0]
+    assert (urls(leases), refused, state) == (["http://a.test/2"], [], "running")
+
+
+def test_an_idle_worker_hears_of_the_end_at_once() -> None:
+    frontier, _, _ = make()
+    frontier.push([entry("http://a.test/1")])
+    ((first, _, _),) = lease(frontier, "w1")
+    waiter, got = _waiting_exchange(frontier, "w2")
+    frontier.exchange("w1", [ok(first)], 0)  # the last page, no links: the crawl is over
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert got[0] == ([], [], "finished")
+
+
+def test_the_last_ack_wakes_whoever_waits_for_the_end() -> None:
+    # FarmServer.wait sleeps on this between its ticks: the end is acted on at once.
+    frontier, _, _ = make()
+    frontier.push([entry("http://a.test/1")])
+    ((only, _, _),) = lease(frontier)
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(frontier.finished.wait(60)))
+    waiter.start()
+    frontier.exchange("w1", [ok(only)], 0)  # on this thread, as a worker's call would be
+    waiter.join(60)
+    assert woke == [True]
 
 
 def test_max_pages_hands_out_exactly_n_distinct_requests() -> None:

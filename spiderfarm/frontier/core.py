@@ -58,8 +58,9 @@ class Frontier:
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
-        # Idle workers of a serving farm wait here for work (wait_for_work), woken by
-        # whatever may have made some: a submission, an ack, a reclaimed lease, a close.
+        # Idle workers wait here for work (exchange's wait_s), woken by whatever may have
+        # made some or ended the crawl: a push, a submission, an ack, a reclaimed lease,
+        # a close.
         self._work = threading.Condition(self._lock)
         self._waiting = 0
         self.stats: Counter[str] = Counter()
@@ -116,6 +117,11 @@ class Frontier:
         return self._limits.serving
 
     @property
+    def finished(self) -> threading.Event:
+        """Set once the crawl has finished (``tick`` says ``FINISHED`` from then on)."""
+        return self._limits.finished
+
+    @property
     def start_wanted(self) -> threading.Event:
         """Set when the start feeder should read more (or stop: the crawl is closing)."""
         return self._limits.start_wanted
@@ -140,7 +146,9 @@ class Frontier:
             return accepted, refused
 
     def _idle(self) -> bool:
-        return self._limits.serving and self._limits.state == RUNNING and not self._scheduler.queued
+        """Nothing to lease now or later, until something happens: nothing queued in a
+        running crawl (another worker's pages may yet add some; the crawl may finish)."""
+        return self._limits.state == RUNNING and not self._scheduler.queued
 
     def _wake(self) -> None:
         """Wake the workers waiting for work, if any (under the lock)."""
@@ -215,8 +223,9 @@ class Frontier:
         Returns the new leases, the ids of outcomes refused because their lease was no
         longer this worker's, and the crawl state (``running``/``closing``/``finished``).
         With ``wait_s``, a worker that holds nothing, asks for work and gets none from a
-        serving crawl with nothing queued waits up to that long for some to come (a
-        long poll: an idle farm makes no busy round trips).
+        running crawl with nothing queued waits up to that long for some to come, or for
+        the end (a long poll: an idle worker makes no busy round trips, and hears of new
+        links or of the crawl's end at once).
         """
         with self._lock:
             now = self._clock()

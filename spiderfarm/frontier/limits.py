@@ -28,11 +28,13 @@ class Limits:
     feeder is woken (``start_wanted``) when the queue runs below ``start_low``. A
     ``serving`` crawl (``--serve``) does not finish when its queue empties: it waits for
     submitted work, and closes as ``idle_close`` after ``idle_close_s`` with nothing
-    queued or leased (``idle_since``), if that is set.
+    queued or leased (``idle_since``), if that is set. ``finished`` is set when the crawl
+    has finished, for whoever waits for the end.
     """
 
     __slots__ = (
-        "_settings", "_stats", "_write_items", "close_reason", "finished_at", "handed_out",
+        "_settings", "_stats", "_write_items", "close_reason", "finished", "finished_at",
+        "handed_out",
         "idle_since", "serving", "start_low", "start_wanted", "started_at", "starting", "state",
     )  # fmt: skip
 
@@ -56,6 +58,7 @@ class Limits:
         self.idle_since: float | None = None
         self.start_low = 0
         self.start_wanted = threading.Event()
+        self.finished = threading.Event()
 
     def close(self, reason: str) -> None:
         """Stop handing out work (the first reason given is the crawl's)."""
@@ -133,6 +136,7 @@ class Limits:
             self.close_reason = self.close_reason or "finished"
             self.finished_at = now
             self.start_wanted.set()  # the feeder, if waiting, learns the crawl is over
+            self.finished.set()
         elif self.starting and scheduler.queued < self.start_low:
             self.start_wanted.set()
 

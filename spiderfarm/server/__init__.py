@@ -70,7 +70,7 @@ class ServerConfig:
     serve: bool = False
 
 
-#: How long an idle worker's exchange waits for work in a serving farm (a long poll).
+#: How long an idle worker's exchange waits for work (a long poll).
 IDLE_WAIT_S = 2.0
 
 
@@ -184,8 +184,8 @@ class FarmServer:
                 "spider_args": dict(config.spider_args),
                 "settings": self.settings.to_dict(),
             },
-            # A worker of a serving farm may wait for work, well inside worker_timeout_s.
-            min(IDLE_WAIT_S, self.settings.worker_timeout_s / 4) if config.serve else 0.0,
+            # An idle worker may wait for work, well inside worker_timeout_s.
+            min(IDLE_WAIT_S, self.settings.worker_timeout_s / 4),
         )
         self._server: ManagerServer | None = None
         self._feeder: StartFeeder | None = None
@@ -291,7 +291,7 @@ class FarmServer:
                 on_tick()
             # Items reach the file within a tick, for anyone watching it grow.
             self._flush_feeds()
-            time.sleep(tick_s)
+            self.frontier.finished.wait(tick_s)  # the end is acted on at once, not a tick late
         self._note_spider_stats()
         self._flush_feeds()
 
