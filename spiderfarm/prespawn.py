@@ -1,4 +1,5 @@
-"""``crawl``'s workers, forked from ``crawl`` itself once the worker's modules are loaded.
+"""``crawl``'s (and ``demo``'s) workers, forked from ``crawl`` itself once the worker's
+modules are loaded.
 
 A worker spends about a third of a second importing aiohttp, parsel and lxml before it
 can connect; ``crawl`` imports the same and then the server, the feeds and the console
@@ -29,8 +30,9 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
-__all__ = ["WORKER_NAME", "ForkedWorker", "Prespawned", "prespawn", "take"]
+__all__ = ["WORKER_NAME", "ForkedWorker", "Prespawned", "demo_spiders_dir", "prespawn", "take"]
 
 #: A forked worker's process name (``ps -o comm``, ``top``; Linux keeps 15 characters):
 #: its command line is crawl's.
@@ -114,12 +116,24 @@ def take() -> Prespawned | None:
     return started
 
 
+def demo_spiders_dir() -> Path:
+    """Where ``demo`` finds its ``catalogue`` spider: ``./spiders`` if it is there (a
+    checkout), else the one installed beside the package."""
+    local = Path("spiders")
+    if (local / "catalogue.py").is_file():
+        return local
+    return Path(__file__).resolve().parents[1] / "spiders"
+
+
 def _options(argv: Sequence[str]) -> argparse.Namespace | None:
-    if not argv or argv[0] != "crawl" or {"-h", "--help"} & set(argv):
+    if not argv or argv[0] not in ("crawl", "demo") or {"-h", "--help"} & set(argv):
         return None
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--spiders-dir", default="spiders")
+    if argv[0] == "crawl":
+        parser.add_argument("--spiders-dir", default="spiders")
+    else:
+        parser.set_defaults(spiders_dir=str(demo_spiders_dir()))
     parser.add_argument("--log-level", default="WARNING")
     for flag, dest in [("-o", "o"), ("-O", "big_o"), ("--output", "output"),
                        ("--overwrite-output", "overwrite")]:  # fmt: skip
@@ -147,7 +161,7 @@ def _run_forked(fd: int, others: list[int], spiders_dir: str, log_level: str) ->
 
 
 def prespawn(argv: Sequence[str]) -> Prespawned | None:
-    """Fork the workers ``crawl`` will need, if ``argv`` is a ``crawl`` command line."""
+    """Fork the workers ``crawl`` (or ``demo``) will need, if ``argv`` is its command line."""
     global _started
     options = _options(argv)
     if options is None or "fork" not in multiprocessing.get_all_start_methods():

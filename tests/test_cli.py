@@ -380,6 +380,16 @@ def test_crawl_forks_its_workers_before_the_server_and_tells_them_where_on_a_pip
     assert item["key_in_env"] is False  # told on a pipe
 
 
+def test_demo_forks_its_workers_too(tmp_path: Path) -> None:
+    # demo takes ./spiders/catalogue.py when there is one: here, one that says who runs it
+    write_spider(tmp_path, WHO_AM_I.replace('name = "who"', 'name = "catalogue"'), "catalogue.py")
+    result = run_cli(["demo", "--pages", "5", "--workers", "2", "--no-console"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [item] = read_items(tmp_path / "demo-items.jsonl")
+    assert item["argv"] == ["demo", "--pages", "5", "--workers", "2", "--no-console"]
+    assert item["name"] == prespawn.WORKER_NAME and item["server_side"] == []
+
+
 def test_workers_started_for_other_options_are_dismissed_and_started_again(
     tmp_path: Path, site: str
 ) -> None:

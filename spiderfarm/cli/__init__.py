@@ -1,9 +1,10 @@
-"""The command line: ``crawl``, ``demo``, ``status``, and the server and worker entry points.
+"""The command line: ``crawl``, ``demo``, ``status``, ``push``, ``results``,
+``console-token``, and the server's entry point.
 
-The only place that configures logging or picks uvloop. One module per command:
-``crawl`` (``crawl`` and ``demo``), ``status``, ``clients`` (``push`` and ``results``),
-``serve`` (``spiderfarm.server`` and
-``spiderfarm.worker``); ``common`` holds what they share.
+One module per command: ``crawl`` (``crawl`` and ``demo``), ``status``, ``clients``
+(``push`` and ``results``), ``serve`` (``spiderfarm.server``), ``console``; ``common``
+holds what they share. The worker's entry point is ``spiderfarm.worker.main``, which
+imports nothing from here.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -281,7 +280,7 @@ def _run_farm(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    spiders_dir = _default_spiders_dir()
+    spiders_dir = prespawn.demo_spiders_dir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "spiderfarm.demosite", "--port", "0", "--pages", str(args.pages)],
         stdout=subprocess.PIPE,
@@ -318,10 +317,3 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def _default_spiders_dir() -> Path:
-    local = Path("spiders")
-    if (local / "catalogue.py").is_file():
-        return local
-    return Path(__file__).resolve().parents[2] / "spiders"
