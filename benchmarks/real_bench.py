@@ -30,7 +30,9 @@ opened up as the bare loop has none (``per_host_concurrency=64``, ``autothrottle
 no robots.txt), 32 requests in flight per process like the bare loop. Printed per variant
 (median of ``--repeat``; Scrapy ``--scrapy-repeat``): pages/s, CPU seconds per 1,000
 pages and per 100,000 links (the whole process tree), worker RSS, and ratios against the
-bare loop, against ``--workers 1`` and against Scrapy.
+bare loop, against ``--workers 1`` and against Scrapy. Each round runs a style's
+``--workers 1`` and ``--workers 2`` back to back (see ``round_order``): the machine's speed
+drifts between runs, so w2/w1 is also printed per round, each from runs under the same load.
 
     python benchmarks/real_bench.py                       # ~6 min with Scrapy
     python benchmarks/real_bench.py --set javadoc --copies 1 --variants bare,sf-link-w1
@@ -327,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{site.url}")  # fmt: skip
             rounds = max(args.repeat, args.scrapy_repeat)
             for round_ in range(rounds):
-                rest = variants[1:] if variants[0] == "bare" else variants
-                shift = round_ % max(len(rest), 1)
-                order = (["bare"] if variants[0] == "bare" else []) + rest[shift:] + rest[:shift]
-                for variant in order:
+                for variant in round_order(variants, round_):
                     limit = args.scrapy_repeat if variant.startswith("scrapy") else args.repeat
                     if round_ >= limit:
                         continue
@@ -347,6 +346,26 @@ def main(argv: list[str] | None = None) -> int:
                           f"CPU {cpu:6.2f}s, RSS {peak / 2**20:.0f} MiB", flush=True)  # fmt: skip
     report(results, len(expected) if expected is not None else pages, links, args)
     return 0
+
+
+def round_order(variants: list[str], round_: int) -> list[str]:
+    """The variants of one round: the bare loop first (its pages are the reference); then
+    the rest, rotated each round, each style's ``--workers 1`` and ``--workers 2`` side by
+    side (in turn first), so that each round's w2/w1 compares runs under the same load of
+    a shared machine."""
+    groups: list[list[str]] = []
+    for variant in variants:
+        if variant == "bare":
+            continue
+        pair = next((g for g in groups if variant[:-1] == g[0][:-1] and "-w" in variant), None)
+        if pair is None:
+            groups.append([variant])
+        else:
+            pair.append(variant)
+    shift = round_ % max(len(groups), 1)
+    groups = groups[shift:] + groups[:shift]
+    order = [v for g in groups for v in (reversed(g) if round_ % 2 else g)]
+    return (["bare"] if "bare" in variants else []) + order
 
 
 def report(
@@ -378,7 +397,11 @@ def report(
     for style in STYLES:
         one, two = med.get(f"sf-{style}-w1"), med.get(f"sf-{style}-w2")
         if one and two:
-            print(f"sf-{style}: --workers 2 / --workers 1 = {one[0] / two[0]:.2f}")
+            pairs = zip(results[f"sf-{style}-w1"], results[f"sf-{style}-w2"], strict=False)
+            rounds = [w1 / w2 for (w1, _, _), (w2, _, _) in pairs]
+            print(f"sf-{style}: --workers 2 / --workers 1 = {one[0] / two[0]:.2f} (medians); "
+                  f"per round: {', '.join(f'{r:.2f}' for r in rounds)} "
+                  f"(median {statistics.median(rounds):.2f})")  # fmt: skip
     print("(vs bare, vs scrapy: speed ratios, >1 is faster; CPU vs bare: >1 is cheaper; "
           "RSS: spiderfarm's largest worker, else the process)")  # fmt: skip
 
