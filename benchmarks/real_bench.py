@@ -383,16 +383,21 @@ def report(
     }  # fmt: skip
     bare = med.get("bare")
     print(f"{'variant':<15}{'pages/s':>8}{'CPU ms/page':>12}{'CPU s/100k links':>17}"
-          f"{'RSS MiB':>8}{'vs bare':>8}{'CPU vs bare':>12}{'vs scrapy':>10}")  # fmt: skip
+          f"{'RSS MiB':>8}{'vs bare':>8}{'per round':>10}{'CPU vs bare':>12}"
+          f"{'vs scrapy':>10}")  # fmt: skip
     for variant, (wall, cpu, peak) in med.items():
         style = variant.split("-")[1] if "-" in variant else ""
         scrapy = med.get(f"scrapy-{style}")
         vs = f"{bare[0] / wall:.2f}" if bare else "-"
+        # against the bare loop of the same round (run at its start): less of the drift
+        rounds = zip(results.get("bare", []), results[variant], strict=False)  # Scrapy: fewer
+        paired = [b[0] / r[0] for b, r in rounds]
+        vs_round = f"{statistics.median(paired):.2f}" if bare and variant != "bare" else "-"
         cpu_vs = f"{bare[1] / cpu:.2f}" if bare else "-"
         vs_scrapy = f"{scrapy[0] / wall:.2f}" if scrapy and variant.startswith("sf") else "-"
         per_links = f"{cpu / links * 1e5:.2f}" if links else "-"  # links: the bare loop counts
         print(f"{variant:<15}{pages / wall:>8.0f}{cpu / max(pages, 1) * 1000:>12.2f}"
-              f"{per_links:>17}{peak / 2**20:>8.0f}{vs:>8}{cpu_vs:>12}"
+              f"{per_links:>17}{peak / 2**20:>8.0f}{vs:>8}{vs_round:>10}{cpu_vs:>12}"
               f"{vs_scrapy:>10}")  # fmt: skip
     for style in STYLES:
         one, two = med.get(f"sf-{style}-w1"), med.get(f"sf-{style}-w2")
@@ -402,8 +407,9 @@ def report(
             print(f"sf-{style}: --workers 2 / --workers 1 = {one[0] / two[0]:.2f} (medians); "
                   f"per round: {', '.join(f'{r:.2f}' for r in rounds)} "
                   f"(median {statistics.median(rounds):.2f})")  # fmt: skip
-    print("(vs bare, vs scrapy: speed ratios, >1 is faster; CPU vs bare: >1 is cheaper; "
-          "RSS: spiderfarm's largest worker, else the process)")  # fmt: skip
+    print("(vs bare, vs scrapy: speed ratios of the medians, >1 is faster; per round: the "
+          "median of each round's ratio to that round's bare loop; CPU vs bare: >1 is "
+          "cheaper; RSS: spiderfarm's largest worker, else the process)")  # fmt: skip
 
 
 if __name__ == "__main__":
