@@ -13,9 +13,10 @@ Each worker waits on a pipe for ``HOST:PORT KEYHEX``, written once the server li
 unwritten: the command failed first, or the full command line asks for other workers, who
 are then started the usual way (``python -m spiderfarm.worker --connect``).
 
-Where ``fork`` is not there (Windows), nothing is forked: crawl starts its workers the
-usual way. A feed on standard output is the other case: the workers' standard output must
-go to standard error (see ``crawl``).
+Where ``fork`` is not there (Windows), or a thread is already running (started by a
+sitecustomize or a ``.pth`` file: forking would copy any lock it holds), nothing is
+forked: crawl starts its workers the usual way. A feed on standard output is the other
+case: the workers' standard output must go to standard error (see ``crawl``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -167,6 +169,11 @@ def prespawn(argv: Sequence[str]) -> Prespawned | None:
     if options is None or "fork" not in multiprocessing.get_all_start_methods():
         return None
     from .worker import main  # noqa: F401 - loaded once here, shared by every fork
+
+    if threading.active_count() > 1:
+        # Started by a sitecustomize, a .pth file or a spider's import: a thread may hold
+        # a lock (logging's, an allocator's) that the fork would copy held, forever.
+        return None
 
     context = multiprocessing.get_context("fork")
     gc.freeze()  # what is loaded now stays shared: no collection touches (copies) it

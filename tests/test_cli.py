@@ -390,6 +390,30 @@ def test_demo_forks_its_workers_too(tmp_path: Path) -> None:
     assert item["name"] == prespawn.WORKER_NAME and item["server_side"] == []
 
 
+def test_no_fork_while_another_thread_runs(tmp_path: Path, site: str) -> None:
+    # A thread started before crawl's code runs (here by a sitecustomize) could hold a
+    # lock the fork would copy held: crawl starts its workers the usual way instead.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+    )
+    env = subprocess_environ()
+    env["PYTHONPATH"] = os.pathsep.join([str(hooks), env.get("PYTHONPATH", "")])
+    write_spider(tmp_path, WHO_AM_I)
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        ["crawl", "who", "--spiders-dir", str(tmp_path / "spiders"), "-q", "-a",
+         f"start_url={site}", "--workers", "1", "-o", str(out)],
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    [item] = read_items(out)
+    argv = item["argv"]
+    assert isinstance(argv, list) and argv[0] == "--connect" and item["key_in_env"] is True
+
+
 def test_workers_started_for_other_options_are_dismissed_and_started_again(
     tmp_path: Path, site: str
 ) -> None:
