@@ -171,8 +171,8 @@ def prespawn(argv: Sequence[str]) -> Prespawned | None:
     from .worker import main  # noqa: F401 - loaded once here, shared by every fork
 
     if threading.active_count() > 1:
-        # Started by a sitecustomize, a .pth file or a spider's import: a thread may hold
-        # a lock (logging's, an allocator's) that the fork would copy held, forever.
+        # Started by a sitecustomize or a .pth file: a thread may hold a lock (logging's,
+        # an allocator's) that the fork would copy held, forever.
         return None
 
     context = multiprocessing.get_context("fork")
