@@ -353,15 +353,11 @@ def round_order(variants: list[str], round_: int) -> list[str]:
     the rest, rotated each round, each style's ``--workers 1`` and ``--workers 2`` side by
     side (in turn first), so that each round's w2/w1 compares runs under the same load of
     a shared machine."""
-    groups: list[list[str]] = []
+    by_style: dict[str, list[str]] = {}  # "sf-all" -> its w1 and w2; others alone
     for variant in variants:
-        if variant == "bare":
-            continue
-        pair = next((g for g in groups if variant[:-1] == g[0][:-1] and "-w" in variant), None)
-        if pair is None:
-            groups.append([variant])
-        else:
-            pair.append(variant)
+        if variant != "bare":
+            by_style.setdefault(variant.rpartition("-w")[0] or variant, []).append(variant)
+    groups = list(by_style.values())
     shift = round_ % max(len(groups), 1)
     groups = groups[shift:] + groups[:shift]
     order = [v for g in groups for v in (reversed(g) if round_ % 2 else g)]

@@ -34,8 +34,8 @@ class Limits:
 
     __slots__ = (
         "_settings", "_stats", "_write_items", "close_reason", "finished", "finished_at",
-        "handed_out",
-        "idle_since", "serving", "start_low", "start_wanted", "started_at", "starting", "state",
+        "handed_out", "idle_since", "serving", "start_low", "start_wanted", "started_at",
+        "starting", "state",
     )  # fmt: skip
 
     def __init__(

@@ -24,6 +24,17 @@ __all__ = ["run_told", "worker_main"]
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """``python -m spiderfarm.worker``: connect to a server and crawl until it is done."""
+    return _run(_parser().parse_args(argv), None)
+
+
+def run_told(fd: int, spiders_dir: str, log_level: str) -> int:
+    """``python -m spiderfarm.worker --connect-stdin`` reading from the pipe ``fd``
+    (crawl's forked workers); 0 at once if the pipe closes unwritten."""
+    argv = ["--connect-stdin", "--spiders-dir", spiders_dir, "--log-level", log_level]
+    return _run(_parser().parse_args(argv), fd)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m spiderfarm.worker", description="Crawl for a spiderfarm server."
     )
@@ -44,43 +55,27 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         help="how long to keep retrying an unreachable server (default %(default)s)",
     )
     parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run(args: argparse.Namespace, told_fd: int | None) -> int:
+    """Crawl as ``args`` say; with ``--connect-stdin`` the address and key are read from
+    ``told_fd`` (standard input if None)."""
     setup_logging(args.log_level)
     try:
         if args.connect_stdin:
-            told = _told_where(sys.stdin.fileno())
+            told = _told_where(sys.stdin.fileno() if told_fd is None else told_fd)
             if told is None:
                 return 0  # the pipe closed unwritten: whoever started us changed its mind
             connect, key = told
         else:
             connect, key = args.connect, require_authkey(args.authkey_file)
-        return _crawl(connect, key, args.spiders_dir, args.concurrency, args.give_up_s)
+        client = FrontierClient(parse_address(connect), key, give_up_s=args.give_up_s)
+        worker = Worker(client, spiders_dir=args.spiders_dir, concurrency=args.concurrency)
+        return int(run_async(worker.run()))
     except SpiderfarmError as exc:
         print(f"error: worker: {exc}", file=sys.stderr)
         return 2
-
-
-def run_told(fd: int, spiders_dir: str, log_level: str) -> int:
-    """A worker that reads ``HOST:PORT KEYHEX`` from the pipe ``fd`` (crawl's forked
-    workers), with ``python -m spiderfarm.worker``'s defaults otherwise; 0 at once if the
-    pipe closes unwritten."""
-    setup_logging(log_level)
-    try:
-        told = _told_where(fd)
-        if told is None:
-            return 0
-        return _crawl(*told, spiders_dir, None, 30.0)
-    except SpiderfarmError as exc:
-        print(f"error: worker: {exc}", file=sys.stderr)
-        return 2
-
-
-def _crawl(
-    connect: str, key: bytes, spiders_dir: str, concurrency: int | None, give_up_s: float
-) -> int:
-    client = FrontierClient(parse_address(connect), key, give_up_s=give_up_s)
-    worker = Worker(client, spiders_dir=spiders_dir, concurrency=concurrency)
-    return int(run_async(worker.run()))
 
 
 def _told_where(fd: int) -> tuple[str, bytes] | None:
