@@ -30,6 +30,7 @@ from ..protocol import CLOSING, FINISHED, MAX_BATCH, NO_INFO, W_URL, Lease, Outc
 from ..settings import Settings
 from ..spider import Spider, load_spider
 from ..start import apply_spider_state
+from .hold import Hold
 from .links import Links
 from .page import PageRunner
 
@@ -123,8 +124,7 @@ class Worker:
         crawl = Crawl(welcome, self.spiders_dir, self._concurrency_override)
         self.worker_id = crawl.worker_id
         c = crawl.settings.concurrency
-        self._hold = c + max(2, c // 2)  # leases held: the slots plus a prefetch buffer
-        self._flush_at = max(1, c // 4)
+        self._hold = Hold(c)  # leases held: up to the slots plus a prefetch buffer
         logger.info(
             "worker %s running spider %r, concurrency %d", self.worker_id, crawl.spider.name, c
         )
@@ -221,11 +221,13 @@ class Worker:
                         "grace period over: abandoning %d in-flight requests", self._in_flight
                     )
                     return
-            held = self._buffer.qsize() + self._in_flight
-            want = 0 if ending else min(self._hold - held, MAX_BATCH)
             now = time.monotonic()
+            hold = self._hold
+            hold.sample(now)
+            held = self._buffer.qsize() + self._in_flight
+            want = 0 if ending else max(0, min(hold.leases - held, MAX_BATCH))
             due = now - last_call > 1.0  # heartbeat
-            if self._outcomes or want >= self._flush_at or due:
+            if self._outcomes or want >= hold.flush_at or due:
                 outcomes, self._outcomes = self._outcomes, []
                 sessions = self._sessions
                 try:
@@ -311,7 +313,7 @@ class Worker:
                     del leased[url]
 
     async def _slot(self, runner: PageRunner) -> None:
-        buffer, stats = self._buffer, runner.stats
+        buffer, stats, hold = self._buffer, runner.stats, self._hold
         while True:
             lease = await buffer.get()
             if lease is None:
@@ -327,5 +329,6 @@ class Worker:
             if stats.pending:  # the spider counted something (spider.stats): it rides along
                 outcome = runner.add_stats(outcome)
             self._outcomes.append(outcome)
-            if len(self._outcomes) >= self._flush_at or buffer.qsize() < self._flush_at:
+            flush_at = hold.flush_at
+            if len(self._outcomes) >= flush_at or buffer.qsize() < flush_at:
                 self._wake.set()
