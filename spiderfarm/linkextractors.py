@@ -20,7 +20,7 @@ from w3lib.url import canonicalize_url, safe_url_string
 
 from .link import Link
 from .response import JsonResponse, Response, TextResponse, _join_key
-from .urls import FETCHABLE_SCHEMES, MAX_URL_LENGTH, SAFE_CHARS, safe_url
+from .urls import FETCHABLE_SCHEMES, MAX_URL_LENGTH, SAFE_CHARS, in_safe_form, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -117,24 +117,9 @@ def _has_extension(path: str, extensions: set[str], plain: bool) -> bool:
 
 def _settled(url: str) -> bool:
     """Whether ``url`` is what w3lib's safe_url_string and then urljoin with an http(s)
-    page make of it: an http(s) URL of safe ASCII (which safe_url_string leaves as it is,
-    as ``urls.safe_url`` relies on too) with nothing urlunparse would drop (an empty query,
-    fragment or last-segment params), no dot segment, and a path."""
-    start = url.find("//") + 2
-    slash = url.find("/", start)
-    if slash == -1 or any(0 <= url.find(mark, start) < slash for mark in "?#"):
-        return False  # no path: w3lib gives it one ("http://a?q" -> "http://a/?q")
-    return (
-        url.startswith(("http://", "https://"))
-        and url.isascii()
-        and SAFE_CHARS.issuperset(url)
-        and url[-1] not in "?#;"
-        and "?#" not in url
-        and ";?" not in url
-        and ";#" not in url
-        and "/." not in url
-        and url.count("#") < 2  # w3lib escapes a "#" inside the fragment
-    )
+    page make of it: in the form safe_url_string leaves alone (``urls.in_safe_form``),
+    with a path and no dot segment (which urljoin would resolve)."""
+    return url.find("/", url.find("//") + 2) != -1 and "/." not in url and in_safe_form(url)
 
 
 def _path_of(url: str) -> str:

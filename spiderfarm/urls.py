@@ -30,6 +30,7 @@ __all__ = [
     "domain_of",
     "host_allowed",
     "host_of",
+    "in_safe_form",
     "ip_key_from_addrinfo",
     "ip_key_nowait",
     "ip_key_of",
@@ -43,8 +44,11 @@ MAX_URL_LENGTH = 2083
 # After IDNA encoding a host is letters, digits, hyphens, dots and (in the wild,
 # though not in the RFCs) underscores; or an IPv6 literal.
 _HOST_RE = re.compile(r"^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|[0-9a-f:.]+)$")
+#: The characters w3lib's safe_url_string leaves as they are in a URL's path, query and
+#: fragment alike: not "[" and "]" (escaped there; only an IPv6 host keeps them), not "'"
+#: (escaped in an http(s) query, the WHATWG way).
 SAFE_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]@!$&'()*+,;=%"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#@!$&()*+,;=%"
 )
 
 
@@ -70,11 +74,47 @@ def safe_url(url: str) -> str:
     return made
 
 
+def in_safe_form(url: str) -> bool:
+    """Whether w3lib's safe_url_string (Scrapy's Request URL) returns ``url`` unchanged,
+    for the common URL: a lower-case ``http``/``https`` scheme, safe ASCII, a lower-case
+    host with no user info, a port (if any) of digits without a leading zero, a path (or
+    nothing) after the authority, at most one ``#``, and nothing w3lib drops (an empty
+    query or fragment, empty last-segment params). Others go to w3lib (tests/test_urls.py
+    checks this against it)."""
+    if not (url.startswith(("http://", "https://")) and url.isascii()):
+        return False
+    if not SAFE_CHARS.issuperset(url):
+        return False
+    start = url.find("//") + 2
+    end = len(url)
+    for mark in "/?#":
+        at = url.find(mark, start)
+        if at != -1 and at < end:
+            end = at
+    authority = url[start:end]
+    if end < len(url) and url[end] != "/":
+        return False  # no path before the query or fragment: w3lib adds "/"
+    if "@" in authority or authority.lower() != authority:
+        return False
+    colon = authority.find(":")
+    if colon != -1:
+        port = authority[colon + 1 :]
+        if not port.isdigit() or port[0] == "0":
+            return False
+    return (
+        url[-1] not in "?#;"
+        and url.count("#") < 2
+        and "?#" not in url
+        and ";?" not in url
+        and ";#" not in url
+    )
+
+
 def _safe_url(url: str) -> str:
     if not isinstance(url, str):
         raise ValueError(f"URL must be a str, got {type(url).__name__}: {url!r}")
     url = url.strip()
-    if not (url.isascii() and SAFE_CHARS.issuperset(url)):
+    if not in_safe_form(url):
         try:
             url = safe_url_string(url)
         except (UnicodeError, ValueError) as exc:

@@ -31,6 +31,24 @@ def test_safe_url_returns_an_already_safe_url_unchanged() -> None:
     assert safe_url(url) == url
 
 
+def test_safe_chars_are_what_w3lib_leaves_alone_and_every_other_character_is_escaped() -> None:
+    """SAFE_CHARS lets URLs skip w3lib; each printable ASCII character, in a path, a query
+    and a fragment, gives exactly what w3lib's safe_url_string gives (Scrapy's Request
+    URL), the brackets included (w3lib escapes them: "%5B")."""
+    from w3lib.url import safe_url_string
+
+    for code in range(0x21, 0x7F):
+        c = chr(code)
+        url = f"http://a.test/p{c}q?k{c}v#f{c}g"
+        expected = safe_url_string(url)
+        if c != "#":  # the fragment's mark: w3lib escapes only those after the first
+            assert (expected == url) == (c in SAFE_CHARS), repr(c)
+        if c != "\\":  # a backslash is a slash to urlsplit: safe_url refuses the host
+            assert safe_url(url) == expected, repr(c)
+    assert safe_url("http://a.test/x[1]?a[]=1#f[2]") == "http://a.test/x%5B1%5D?a%5B%5D=1#f%5B2%5D"
+    assert safe_url("http://[::1]:8080/x[1]") == "http://[::1]:8080/x%5B1%5D"
+
+
 def test_safe_url_encodes_an_idn_host_as_punycode_and_escapes_the_rest() -> None:
     assert (
         safe_url("http://bücher.example/straße?q=ä b#frag")
@@ -66,7 +84,7 @@ def test_safe_url_counts_the_length_after_escaping() -> None:
         (
             "http://example.com:abc/",
             "invalid URL 'http://example.com:abc/': "
-            "Port could not be cast to integer value as 'abc'",
+            "Port could not be cast to integer value as abc",  # w3lib's words
         ),
         ("http://[oops/", "invalid URL 'http://[oops/': Invalid IPv6 URL"),
     ],
@@ -289,10 +307,13 @@ def test_fingerprint_ignores_query_order_and_fragment() -> None:
     ],
 )
 def test_one_page_has_one_fingerprint_however_its_url_is_spelt(variant: str, url: str) -> None:
-    # Each variant is a valid Request URL (kept as written) that w3lib canonicalises to
-    # ``url``; the shortcut past w3lib must not give the variant a fingerprint of its own.
+    # Each variant is a valid Request URL (made safe as Scrapy's Request makes it) that
+    # w3lib canonicalises to ``url``; the shortcut past w3lib must not give the variant a
+    # fingerprint of its own.
+    from w3lib.url import safe_url_string
+
     fp = Fingerprinter()
-    assert Request(variant).url == variant
+    assert Request(variant).url == safe_url_string(variant)
     assert fp.canonical(variant) == fp.canonical(url) == canonicalize_url(variant)
     assert fp.fingerprint(variant) == fp.fingerprint(url)
 
@@ -417,3 +438,32 @@ def test_the_canonical_form_without_the_fragment_agrees_with_w3lib() -> None:
     assert fingerprinter.fingerprint("http://a.test/p.html#s") == fingerprinter.fingerprint(
         "http://a.test/p.html"
     )
+
+
+def test_safe_url_is_w3libs_safe_url_string_on_generated_urls() -> None:
+    """A seeded fuzz: for every URL safe_url accepts, its result is exactly w3lib's
+    safe_url_string (Scrapy's Request URL), whether it took the shortcut past w3lib
+    (``in_safe_form``) or not; the shortcut is taken only for URLs w3lib leaves alone."""
+    from w3lib.url import safe_url_string
+
+    from spiderfarm.urls import in_safe_form
+
+    rnd = random.Random(20261202)
+    path_chars = "".join(sorted(SAFE_CHARS)) + "abcdefgh/-_" * 6 + "[]'^ {}|\\\"<>`é"
+    taken = checked = 0
+    for _ in range(5000):
+        url = _generated_url(rnd, path_chars)
+        try:
+            w3lib_made: str | None = safe_url_string(url)
+        except ValueError:  # a port out of range, say: safe_url refuses it too
+            w3lib_made = None
+        if in_safe_form(url):
+            taken += 1
+            assert w3lib_made in (url, None), url
+        try:
+            made = safe_url(url)
+        except ValueError:
+            continue
+        checked += 1
+        assert made == w3lib_made, url
+    assert taken > 1000 and checked > 3000
