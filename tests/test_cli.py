@@ -447,6 +447,28 @@ def test_a_crawl_that_fails_to_start_leaves_no_worker_behind(tmp_path: Path) -> 
     assert _processes_naming(str(spiders)) == []
 
 
+def test_a_console_that_cannot_start_after_the_workers_were_told_leaves_no_worker(
+    tmp_path: Path, site: str
+) -> None:
+    """crawl tells its workers where to go before it loads and starts the console (they
+    crawl meanwhile); when the console then fails (an address not this machine's), the
+    error is crawl's only output and no worker is left."""
+    write_spider(tmp_path, WHO_AM_I)
+    spiders = str(tmp_path / "spiders")
+    result = run_cli(
+        ["crawl", "who", "--spiders-dir", spiders, "--workers", "2", "-a",
+         f"start_url={site}delay/2", "--console", "192.0.2.77:0",
+         "--authkey-file", str(write_key(tmp_path))],
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot serve the console on 192.0.2.77:0"), result.stderr
+    deadline = time.monotonic() + 10
+    while _processes_naming(spiders) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_naming(spiders) == []
+
+
 def test_worker_connect_stdin_exits_quietly_on_a_closed_pipe_and_names_a_bad_line() -> None:
     argv = [sys.executable, "-m", "spiderfarm.worker", "--connect-stdin"]
     env = subprocess_environ()

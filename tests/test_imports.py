@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "spiderfarm"
@@ -152,3 +154,18 @@ def test_the_rules_see_the_imports_they_police() -> None:
     assert "spiderfarm.cli" in GRAPH["spiderfarm.server.__main__"]
     assert "spiderfarm.worker.main" in GRAPH["spiderfarm.prespawn"]  # inside prespawn()
     assert "spiderfarm.server" in reached_from("spiderfarm.cli")
+
+
+def test_loading_the_cli_loads_no_web_app() -> None:
+    """crawl forks its workers, loads the cli, starts the server and tells the workers
+    where to go before it builds the console: the console's web app (aiohttp.web,
+    prometheus_client: ~50 ms) is loaded only then, off the workers' way."""
+    code = (
+        "import sys, spiderfarm.cli\n"
+        "print(sorted(m for m in ('aiohttp.web', 'prometheus_client', "
+        "'spiderfarm.console.web', 'spiderfarm.console.snapshots') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -181,28 +181,6 @@ def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: boo
     server = FarmServer(server_config(args, bind, authkey, feeds))
     server.seed()
     address = server.listen()
-    try:
-        # On stderr, with the progress line: stdout holds the summary (or the items).
-        console = start_console(args, server, authkey, key_known=bool(key_file), stream=sys.stderr)
-    except SpiderfarmError:
-        server.stop()
-        raise
-    try:
-        return _run_farm(args, server, address, authkey, key_file, feeds, items_on_stdout)
-    finally:
-        if console is not None:
-            console.stop()
-
-
-def _run_farm(
-    args: argparse.Namespace,
-    server: FarmServer,
-    address: tuple[str, int],
-    authkey: bytes,
-    key_file: str,
-    feeds: list[FeedSpec],
-    items_on_stdout: bool,
-) -> int:
     if args.serve:
         where = f"{address[0]}:{address[1]}"
         key_hint = f" --authkey-file {key_file}" if key_file else ""
@@ -212,10 +190,33 @@ def _run_farm(
             f"--connect {where}{key_hint}`; Ctrl-C stops",
             flush=True,
         )
+    # The workers first: they join and crawl while the console loads its web app.
     workers = _spawn_workers(
         args.workers, address, authkey, args.spiders_dir, args.log_level,
         stdout=sys.stderr.fileno() if items_on_stdout else None,  # a spider's print()s too
     )  # fmt: skip
+    try:
+        # On stderr, with the progress line: stdout holds the summary (or the items).
+        console = start_console(args, server, authkey, key_known=bool(key_file), stream=sys.stderr)
+    except BaseException:
+        for proc in workers:
+            proc.kill()
+            _reap(proc, 5)
+        server.stop()
+        raise
+    try:
+        return _run_farm(args, server, workers, feeds)
+    finally:
+        if console is not None:
+            console.stop()
+
+
+def _run_farm(
+    args: argparse.Namespace,
+    server: FarmServer,
+    workers: list[_Process],
+    feeds: list[FeedSpec],
+) -> int:
     progress = _Progress(server, sys.stderr.isatty() and not args.quiet)
     log_stats = LogStats(server, server.settings.log_stats_s)
     interrupts = 0

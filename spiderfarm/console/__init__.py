@@ -4,7 +4,8 @@
 ``snapshots.py`` takes the frontier's snapshots at a bounded rate in a thread of its
 own; ``web.py`` serves the latest one from an aiohttp app on an event loop in another;
 ``metrics.py`` writes ``/metrics``; ``static/`` holds the page (no CDN, no build step).
-Only the server's cli imports this package: the frontier never imports aiohttp.
+Only the server's cli imports this package: the frontier never imports aiohttp. Importing
+the package loads neither the web app nor the monitor: ``Console`` does, when built.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..security import is_loopback, parse_address
-from .snapshots import Monitor
-from .web import ConsoleApp, Controls
+from .controls import Controls
 
 __all__ = ["Console", "Controls", "console_token", "load_console_token", "parse_console_address"]
 
@@ -101,6 +101,9 @@ class Console:
                 f"the console on {bind[0]} would be open to the network: a non-loopback "
                 "bind needs a token (from the authkey, or --console-token-file)"
             )
+        from .snapshots import Monitor  # here: aiohttp.web and prometheus_client take ~50 ms
+        from .web import ConsoleApp
+
         self.monitor = Monitor(status, settings, serving=serving, every_s=every_s)
         self.app = ConsoleApp(self.monitor, controls, bind, token)
         self.token_required = token is not None

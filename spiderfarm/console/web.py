@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ..security import is_loopback
+from .controls import Controls
 from .metrics import metrics_text
 from .snapshots import HOST_SORTS, Monitor, View
 
@@ -45,19 +46,6 @@ MAX_REQUESTS_PER_S = 100.0
 _BURST = 20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Controls:
-    """What the console's actions call (all thread-safe; each may take the frontier's lock)."""
-
-    def __init__(
-        self,
-        pause: Callable[[str | None], None],
-        resume: Callable[[str | None], None],
-        stop: Callable[[], None],
-        submit: Callable[[list[Any]], dict[str, Any]] | None = None,
-    ) -> None:
-        self.pause, self.resume, self.stop, self.submit = pause, resume, stop, submit
 
 
 def _asset(name: str) -> bytes:
