@@ -19,7 +19,7 @@ from w3lib.html import HTML5_WHITESPACE as _HTML5_WHITESPACE
 from w3lib.url import canonicalize_url, safe_url_string
 
 from .link import Link
-from .response import JsonResponse, Response, TextResponse, _join_key
+from .response import JsonResponse, Response, TextResponse, _fragment_at, _join_key
 from .urls import FETCHABLE_SCHEMES, MAX_URL_LENGTH, SAFE_CHARS, in_safe_form, safe_url
 
 logger = logging.getLogger(__name__)
@@ -288,7 +288,6 @@ class LinkExtractor:
         found: list[tuple[str, Any]] = []
         for el, raw in self._values(root):
             value = raw.strip(_HTML5_WHITESPACE) if strip else raw
-            key = None
             if cacheable and value:
                 if fragments and value[0] == "#":
                     # A link to a fragment of the page itself (Sphinx and javadoc pages
@@ -308,20 +307,33 @@ class LinkExtractor:
                             seen.add(url)
                             found.append((url, el))
                         continue
-                join = _join_key(directory, origin, value)  # type: ignore[arg-type]
+                fragment = ""
+                join = None
+                if fragments and (at := _fragment_at(value)) != -1:
+                    # "page.html#section": the URL of "page.html" (cached once, not once
+                    # per anchor) and the fragment, which no filter here tests.
+                    join = _join_key(directory, origin, value[:at])  # type: ignore[arg-type]
+                    if join is not None:
+                        value, fragment = value[:at], value[at:]
+                if join is None:
+                    join = _join_key(directory, origin, value)  # type: ignore[arg-type]
                 if join is not None:
                     key = (join[0], value, encoding)
                     cached = cache.get(key)
-                    if cached is not None:
-                        if cached and not (unique and cached in seen):
-                            seen.add(cached)
-                            found.append((cached, el))
-                        continue
+                    if cached is None:
+                        cached = self._url(value, response, page_url, encoding)
+                        if len(cache) > _CACHE_MAX:
+                            cache.clear()
+                        cache[key] = cached
+                    if cached and fragment:
+                        cached += fragment
+                        if len(cached) > MAX_URL_LENGTH:
+                            continue
+                    if cached and not (unique and cached in seen):
+                        seen.add(cached)
+                        found.append((cached, el))
+                    continue
             url = self._url(value, response, page_url, encoding)
-            if key is not None:
-                if len(cache) > _CACHE_MAX:
-                    cache.clear()
-                cache[key] = url
             if url and not (unique and url in seen):
                 seen.add(url)
                 found.append((url, el))

@@ -283,17 +283,25 @@ class Response:
             if origin is not None and _trusted_path(href, len(origin)):
                 yield Request._trusted(origin + href, callback)
                 continue
-            key = (
-                _join_key(directory, origin, href)
-                if directory is not None and origin is not None
-                else None
-            )
+            key = fragment = None
+            if directory is not None and origin is not None:
+                at = _fragment_at(href)
+                if at != -1:
+                    key = _join_key(directory, origin, href[:at])
+                    if key is not None:
+                        href, fragment = href[:at], href[at:]
+                if key is None:
+                    key = _join_key(directory, origin, href)
             if key is not None:
                 url = followed.get(key)
                 if url is None:
                     if len(followed) > _CACHE_MAX:
                         followed.clear()
                     url = followed[key] = _followable(base, href)
+                if url and fragment is not None:
+                    url += fragment
+                    if len(url) > MAX_URL_LENGTH:
+                        continue
                 if url:
                     yield Request._trusted(url, callback)
                 continue
@@ -518,6 +526,26 @@ def _join_key(directory: str, origin: str, href: str) -> tuple[str, str] | None:
     if scheme.lower() != base_scheme or _netloc_follows(href, colon + 1):
         return (base_scheme + ":", href)  # urljoin returns it as it is, or normalized
     return None  # "http:path": relative, the old way; rare
+
+
+#: What may end the part of an href before its fragment for ``_fragment_at``: nothing
+#: urljoin or w3lib treats specially at the end (whitespace they strip, an empty query or
+#: params they drop).
+_STEM_END = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_~.")
+_FRAGMENT_SAFE = SAFE_CHARS - {"#"}
+
+
+def _fragment_at(href: str) -> int:
+    """Where the fragment of ``href`` starts (its ``#``) when the URL made of ``href`` is
+    the URL made of what comes before plus the fragment as it is: urljoin splits the
+    fragment off first and puts it back last, and w3lib leaves a fragment of these
+    characters alone. -1 otherwise (no stem, an empty or odd fragment, an odd stem end).
+    Pages link to one page at many anchors: the stem's URL is what gets cached."""
+    at = href.find("#", 1)
+    if at == -1 or href[at - 1] not in _STEM_END:
+        return -1
+    fragment = href[at + 1 :]
+    return at if fragment and _FRAGMENT_SAFE.issuperset(fragment) else -1
 
 
 def _no_tab(href: str) -> bool:

@@ -36,6 +36,9 @@ HREFS = [
     "z#f\tg", "/r#f", "http://d.test#f", "z.html#\u00e9", "a/..#f", "#f#g", ";p#f",
     "z[1].html", "/r[1]", "z?a[]=1", "z#f[1]", "#g[2]", "//[::1]:8080/p", "z%zz#f%zz",
     "z?k='v'", "/r?k='v'", "it's.html", "#it's",
+    "z.html#s?", "z.html#s;", "a/b#c/d?e", "z.#f", "z/#f", "..#f", "z%#f", "z.html#%zz",
+    "z.html#it's", "z.html# f", "/r?q=1#f", "//c.test/p#f", "z~#f", "z-#f", "z_#f", "z;p#f",
+    "z?#f", "/r#f[1]", "/" + "r" * 2066 + "#ffff", "z" * 2060 + "#ffffffff",
 ]  # fmt: skip
 
 
@@ -255,3 +258,22 @@ def test_a_fragment_of_a_sent_url_is_dropped_as_the_sent_one_is() -> None:
     assert [wire[0] for _, _, wire in later.requests] == [
         "http://a.test/y#a", "http://a.test/x#p", "http://a.test/x#d", "http://a.test/x#c"
     ]  # fmt: skip
+
+
+def test_links_to_one_page_at_many_anchors_are_cached_once() -> None:
+    """Sphinx pages link to a few pages at hundreds of anchors: the join and the checks
+    are made once per page linked ("api.html"), not once per anchor, by follow_all and
+    by LinkExtractor; the URLs keep their fragments."""
+    from spiderfarm import response as response_module
+    from spiderfarm.linkextractors import LinkExtractor
+
+    anchors = [f"api{n % 3}.html#sec-{n}" for n in range(300)]
+    body = "".join(f'<a href="{h}">x</a>' for h in anchors).encode()
+    page = response("http://a.test/docs/index.html", body)
+    response_module._FOLLOWED.clear()
+    urls = [r.url for r in page.follow_all(css="a")]
+    assert urls == [f"http://a.test/docs/{h}" for h in anchors]
+    assert len(response_module._FOLLOWED) == 3
+    extractor = LinkExtractor()
+    assert [link.url for link in extractor.extract_links(page)] == urls
+    assert len(extractor._urls) == 3
