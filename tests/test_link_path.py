@@ -38,7 +38,7 @@ HREFS = [
     "z?k='v'", "/r?k='v'", "it's.html", "#it's",
     "z.html#s?", "z.html#s;", "a/b#c/d?e", "z.#f", "z/#f", "..#f", "z%#f", "z.html#%zz",
     "z.html#it's", "z.html# f", "/r?q=1#f", "//c.test/p#f", "z~#f", "z-#f", "z_#f", "z;p#f",
-    "z?#f", "/r#f[1]", "/" + "r" * 2066 + "#ffff", "z" * 2060 + "#ffffffff",
+    "z?#f", "/r#f[1]", "/r#f#g", "/r?q#f#g", "/" + "r" * 2066 + "#ffff", "z" * 2060 + "#ffffffff",
 ]  # fmt: skip
 
 
