@@ -13,6 +13,11 @@ Each worker waits on a pipe for ``HOST:PORT KEYHEX``, written once the server li
 unwritten: the command failed first, or the full command line asks for other workers, who
 are then started the usual way (``python -m spiderfarm.worker --connect``).
 
+Each forked worker is pinned to a CPU of its own when there are as many CPUs (of those
+crawl may use) as workers, unless ``--no-pin``: the server moving between them, a worker
+that the scheduler moves from core to core runs on cold caches (on a 2-vCPU VM, a
+``--workers 2`` crawl of link-dense pages took ~10 % more CPU per page unpinned).
+
 Where ``fork`` is not there (Windows), or a thread is already running (started by a
 sitecustomize or a ``.pth`` file: forking would copy any lock it holds), nothing is
 forked: crawl starts its workers the usual way. A feed on standard output is the other
@@ -71,16 +76,22 @@ class ForkedWorker:
 class Prespawned:
     """Forked workers, each waiting on its pipe for an address and a key."""
 
-    def __init__(self, workers: list[ForkedWorker], spiders_dir: str, log_level: str) -> None:
+    def __init__(
+        self, workers: list[ForkedWorker], spiders_dir: str, log_level: str, no_pin: bool
+    ) -> None:
         self.workers = workers
         self.spiders_dir = spiders_dir
         self.log_level = log_level
+        self.no_pin = no_pin
 
-    def matches(self, n: int, spiders_dir: str, log_level: str, stdout: int | None) -> bool:
+    def matches(
+        self, n: int, spiders_dir: str, log_level: str, no_pin: bool, stdout: int | None
+    ) -> bool:
         return (
             len(self.workers) == n
             and self.spiders_dir == spiders_dir
             and self.log_level == log_level
+            and self.no_pin == no_pin
             and stdout is None
         )
 
@@ -137,6 +148,7 @@ def _options(argv: Sequence[str]) -> argparse.Namespace | None:
     else:
         parser.set_defaults(spiders_dir=str(demo_spiders_dir()))
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--no-pin", action="store_true")
     for flag, dest in [("-o", "o"), ("-O", "big_o"), ("--output", "output"),
                        ("--overwrite-output", "overwrite")]:  # fmt: skip
         parser.add_argument(flag, action="append", default=[], dest=dest)
@@ -150,10 +162,22 @@ def _options(argv: Sequence[str]) -> argparse.Namespace | None:
     return options
 
 
-def _run_forked(fd: int, others: list[int], spiders_dir: str, log_level: str) -> None:
+def _cpus() -> list[int]:
+    """The CPUs this process may run on (all of them where that cannot be asked)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def _run_forked(
+    fd: int, others: list[int], spiders_dir: str, log_level: str, cpu: int | None
+) -> None:
     """The forked worker's whole life (multiprocessing takes the SystemExit's code)."""
     for other in others:  # the other workers' write ends: their pipes must see EOF
         os.close(other)
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):  # a CPU gone offline since: run anywhere
+            os.sched_setaffinity(0, {cpu})
     # what ps -o comm and top show (Linux)
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write(WORKER_NAME)
@@ -178,24 +202,27 @@ def prespawn(argv: Sequence[str]) -> Prespawned | None:
     context = multiprocessing.get_context("fork")
     gc.freeze()  # what is loaded now stays shared: no collection touches (copies) it
     workers: list[ForkedWorker] = []
-    for _ in range(options.workers):
+    cpus = _cpus()
+    pin = not options.no_pin and 1 < options.workers <= len(cpus)
+    for n in range(options.workers):
         read_end, write_end = os.pipe()
         pipes = [w.pipe for w in workers] + [write_end]
         process = context.Process(
             target=_run_forked,
-            args=(read_end, pipes, options.spiders_dir, options.log_level),
+            args=(read_end, pipes, options.spiders_dir, options.log_level,
+                  cpus[n] if pin else None),
             name="spiderfarm-worker",
-        )
+        )  # fmt: skip
         try:
             process.start()
         except OSError:  # out of processes or memory: crawl starts them the usual way
             os.close(write_end)
-            Prespawned(workers, "", "").dismiss()
+            Prespawned(workers, "", "", False).dismiss()
             return None
         finally:
             os.close(read_end)
         workers.append(ForkedWorker(process, write_end))
-    _started = Prespawned(workers, options.spiders_dir, options.log_level)
+    _started = Prespawned(workers, options.spiders_dir, options.log_level, options.no_pin)
     # Before multiprocessing's own exit hook (which joins its children): a crawl that
     # fails before it takes them closes their pipes, and they exit.
     atexit.register(_dismiss_untaken)

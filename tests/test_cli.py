@@ -433,6 +433,51 @@ def test_workers_started_for_other_options_are_dismissed_and_started_again(
     assert json.loads(result.stdout)["argv"][0] == "--connect"
 
 
+WHERE_AM_I = """
+    import os
+    from spiderfarm import Request, Spider
+
+    class Where(Spider):
+        name = "where"
+
+        def start_requests(self):
+            for n in range(40):  # slow pages: every worker gets some
+                yield Request(f"{self.start_url}delay/0.1?n={n}")
+
+        def parse(self, response):
+            yield {"pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
+"""
+
+
+def _cpus_of_workers(tmp_path: Path, site: str, *options: str) -> dict[int, list[int]]:
+    write_spider(tmp_path, WHERE_AM_I)
+    out = tmp_path / "where.jsonl"
+    result = run_cli(
+        ["crawl", "where", "--spiders-dir", str(tmp_path / "spiders"), "-q", "-a",
+         f"start_url={site}", "-O", str(out), "--workers", "2", *options],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    items = read_items(out)
+    assert len(items) == 40
+    return {int(str(i["pid"])): list(i["cpus"]) for i in items}  # type: ignore[call-overload]
+
+
+def test_forked_workers_are_pinned_each_to_a_cpu_of_its_own_unless_no_pin(
+    tmp_path: Path, site: str
+) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to pin two workers to")
+    pinned = _cpus_of_workers(tmp_path, site)
+    assert len(pinned) == 2  # both workers crawled
+    assert sorted(pinned.values()) == [[cpus[0]], [cpus[1]]]
+    free = _cpus_of_workers(tmp_path, site, "--no-pin")
+    assert len(free) == 2 and list(free.values()) == [cpus, cpus]
+    # more workers than CPUs: none is pinned (two would share one CPU while another idles)
+    more = _cpus_of_workers(tmp_path, site, "--workers", str(len(cpus) + 1))
+    assert set(map(tuple, more.values())) == {tuple(cpus)}
+
+
 def test_a_crawl_that_fails_to_start_leaves_no_worker_behind(tmp_path: Path) -> None:
     spiders = tmp_path / "spiders"
     spiders.mkdir()

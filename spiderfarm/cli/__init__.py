@@ -20,7 +20,7 @@ from ..settings import VERSION
 from .clients import add_client_commands, run_push, run_results
 from .common import add_spider_options, join_stdout_feeds, settings_help
 from .console import add_console_options, run_console_token
-from .crawl import run_crawl, run_demo, summary_lines
+from .crawl import NO_PIN_HELP, run_crawl, run_demo, summary_lines
 from .serve import server_main
 from .status import run_status, status_table
 
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes (default: CPU count, %(default)s)",
     )
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    crawl.add_argument("--no-pin", action="store_true", help=NO_PIN_HELP)
     crawl.add_argument(
         "--bind", default="127.0.0.1:0", metavar="HOST:PORT",
         help="where the farm listens (default %(default)s: loopback, a free port)",
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         "--pages", type=int, default=3000, help="demo site size (default %(default)s)"
     )
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    demo.add_argument("--no-pin", action="store_true", help=NO_PIN_HELP)
     demo.add_argument(
         "-o",
         "--output",

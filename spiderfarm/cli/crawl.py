@@ -125,17 +125,24 @@ def summary_lines(status: dict[str, Any], feeds: Sequence[object] = ()) -> list[
     return lines
 
 
+NO_PIN_HELP = (
+    "do not pin each worker to a CPU of its own (they are when there are as many CPUs as "
+    "workers, and the workers are forked)"
+)
+
+
 def _spawn_workers(
     n: int,
     address: tuple[str, int],
     authkey: bytes,
     spiders_dir: str,
     log_level: str,
+    no_pin: bool,
     stdout: int | None = None,
 ) -> list[_Process]:
     started = prespawn.take()
     if started is not None:
-        if started.matches(n, spiders_dir, log_level, stdout):
+        if started.matches(n, spiders_dir, log_level, no_pin, stdout):
             return list(started.send(address, authkey))
         started.dismiss()
     env = {**os.environ, AUTHKEY_ENV: authkey.hex()}
@@ -192,7 +199,7 @@ def _crawl(args: argparse.Namespace, feeds: list[FeedSpec], items_on_stdout: boo
         )
     # The workers first: they join and crawl while the console loads its web app.
     workers = _spawn_workers(
-        args.workers, address, authkey, args.spiders_dir, args.log_level,
+        args.workers, address, authkey, args.spiders_dir, args.log_level, args.no_pin,
         stdout=sys.stderr.fileno() if items_on_stdout else None,  # a spider's print()s too
     )  # fmt: skip
     try:
@@ -305,6 +312,7 @@ def run_demo(args: argparse.Namespace) -> int:
             spiders_dir=str(spiders_dir),
             log_level=args.log_level,
             workers=args.workers,
+            no_pin=args.no_pin,
             quiet=False,
             dead_letters=None,
             serve=False,
