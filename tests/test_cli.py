@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -434,32 +435,47 @@ def test_workers_started_for_other_options_are_dismissed_and_started_again(
 
 
 WHERE_AM_I = """
-    import os
+    import json, os
+    from pathlib import Path
     from spiderfarm import Request, Spider
 
     class Where(Spider):
         name = "where"
 
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            # every process that builds the spider (crawl itself, each worker on hello)
+            # says where it may run: whether a worker gets pages is up to the scheduler
+            where = {"ppid": os.getppid(), "cpus": sorted(os.sched_getaffinity(0))}
+            Path(self.where_dir, f"{os.getpid()}.json").write_text(json.dumps(where))
+
         def start_requests(self):
-            for n in range(40):  # slow pages: every worker gets some
-                yield Request(f"{self.start_url}delay/0.1?n={n}")
+            for n in range(40):  # slow pages: the crawl outlasts every worker's hello
+                yield Request(f"{self.start_url}delay/0.2?n={n}")
 
         def parse(self, response):
-            yield {"pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
+            yield {"n": response.url.rsplit("=", 1)[1]}
 """
 
 
 def _cpus_of_workers(tmp_path: Path, site: str, *options: str) -> dict[int, list[int]]:
+    """Each worker's pid and the CPUs it may run on, from a crawl of 40 slow pages."""
     write_spider(tmp_path, WHERE_AM_I)
+    where = tmp_path / "where"
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir()
     out = tmp_path / "where.jsonl"
     result = run_cli(
         ["crawl", "where", "--spiders-dir", str(tmp_path / "spiders"), "-q", "-a",
-         f"start_url={site}", "-O", str(out), "--workers", "2", *options],
+         f"start_url={site}", "-a", f"where_dir={where}", "-O", str(out),
+         "--workers", "2", *options],
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    items = read_items(out)
-    assert len(items) == 40
-    return {int(str(i["pid"])): list(i["cpus"]) for i in items}  # type: ignore[call-overload]
+    assert sorted(int(str(i["n"])) for i in read_items(out)) == list(range(40))
+    seen = {int(f.stem): json.loads(f.read_text()) for f in where.iterdir()}
+    # crawl's own spider is the one whose parent is this test; the rest are its workers
+    [crawl_pid] = [pid for pid, w in seen.items() if w["ppid"] == os.getpid()]
+    return {pid: w["cpus"] for pid, w in seen.items() if w["ppid"] == crawl_pid}
 
 
 def test_forked_workers_are_pinned_each_to_a_cpu_of_its_own_unless_no_pin(
@@ -469,13 +485,13 @@ def test_forked_workers_are_pinned_each_to_a_cpu_of_its_own_unless_no_pin(
     if len(cpus) < 2:
         pytest.skip("needs two CPUs to pin two workers to")
     pinned = _cpus_of_workers(tmp_path, site)
-    assert len(pinned) == 2  # both workers crawled
+    assert len(pinned) == 2
     assert sorted(pinned.values()) == [[cpus[0]], [cpus[1]]]
     free = _cpus_of_workers(tmp_path, site, "--no-pin")
     assert len(free) == 2 and list(free.values()) == [cpus, cpus]
     # more workers than CPUs: none is pinned (two would share one CPU while another idles)
     more = _cpus_of_workers(tmp_path, site, "--workers", str(len(cpus) + 1))
-    assert set(map(tuple, more.values())) == {tuple(cpus)}
+    assert len(more) == len(cpus) + 1 and set(map(tuple, more.values())) == {tuple(cpus)}
 
 
 def test_a_crawl_that_fails_to_start_leaves_no_worker_behind(tmp_path: Path) -> None:
