@@ -240,6 +240,8 @@ class ManagerServer(Server):
         self.handshake_timeout_s = handshake_timeout_s
         self._pending = threading.BoundedSemaphore(max_pending)
         self._open = threading.BoundedSemaphore(max_connections)
+        self._opened = self._closed = 0  # accepted under the cap, and closed since
+        self._slot_lock = threading.Lock()  # connections close on threads of their own
         self.drops = _DropReport(
             report_every_s,
             {
@@ -250,6 +252,11 @@ class ManagerServer(Server):
                 "connection_cap": f"over the connection cap ({max_connections} open)",
             },
         )
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted under the cap and not yet closed (handshaking or served)."""
+        return self._opened - self._closed
 
     def start(self) -> None:
         threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()
@@ -274,6 +281,11 @@ class ManagerServer(Server):
         self.listener.close()
         self.drops.close()
 
+    def _close_slot(self) -> None:
+        with self._slot_lock:
+            self._closed += 1
+        self._open.release()
+
     def _accept_loop(self) -> None:
         while not self.stop_event.is_set():
             try:
@@ -289,8 +301,9 @@ class ManagerServer(Server):
                 conn.close()  # over the connection cap: the peer retries later
                 self.drops.note("connection_cap", peer)
                 continue
+            self._opened += 1  # this thread only
             if not self._pending.acquire(blocking=False):
-                self._open.release()
+                self._close_slot()
                 conn.close()  # too many handshakes at once: likely a flood
                 self.drops.note("handshake_cap", peer)
                 continue
@@ -357,4 +370,4 @@ class ManagerServer(Server):
             logger.debug("connection dropped: %s", exc)
         finally:
             conn.close()
-            self._open.release()
+            self._close_slot()

@@ -192,7 +192,10 @@ def test_dropped_peers_are_logged_with_counts_by_reason_at_most_once_an_interval
                 sock.close()
             assert silent.wait(5)
             assert all(0.8 <= held <= 3.5 for held in silent.held.values())
-        time.sleep(0.2)  # the server frees the slots just after it closes them
+        deadline = time.monotonic() + 10  # the server frees a slot just after it closes it
+        while server.open_connections:
+            assert time.monotonic() < deadline, server.open_connections
+            time.sleep(0.01)
         for _ in range(4):
             with pytest.raises(AuthenticationError):
                 Client(address, authkey=b"not the key")
