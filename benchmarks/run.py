@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.bare_loop import DEFAULT_CONCURRENCY  # noqa: E402
 from benchmarks.site import ServedSite  # noqa: E402
 from spiderfarm.demosite import Catalogue  # noqa: E402
+from spiderfarm.prespawn import WORKER_NAME  # noqa: E402
 
 ALL_VARIANTS = ("w1", "w2", "bare", "scrapy")
 DEFAULT_VARIANTS = ALL_VARIANTS
@@ -113,6 +114,8 @@ def _role(proc: psutil.Process, top_pid: int) -> str:
     if proc.pid == top_pid:
         return "main"
     try:
+        if proc.name() == WORKER_NAME:  # crawl's forked workers keep crawl's command line
+            return "worker"
         cmdline = " ".join(proc.cmdline())
     except psutil.Error:
         return "other"
