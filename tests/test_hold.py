@@ -141,10 +141,15 @@ def held_leases(
 def test_a_worker_whose_loop_is_always_busy_holds_no_more_than_the_floor(
     tmp_path: Path, site: str
 ) -> None:
-    samples, items = held_leases(tmp_path, site, pages=300, cpu_s=0.006)
+    # 20 ms of CPU a page: the test site serves 16 pages in far less, even on a loaded
+    # machine, so the loop never waits on the network (at 6 ms a page a slow CI machine's
+    # site was the bottleneck: the loop was genuinely idle 5-15 % and rightly held 18).
+    samples, items = held_leases(tmp_path, site, pages=300, cpu_s=0.02)
     assert items == 300
     assert max(held for _, held, _ in samples[:5]) == 24  # it starts holding the most
-    steady = [held for at, held, queued in samples if at > 1.0 and queued > 0]
+    # It gets there in a few dozen pages (here about 1.2 s): judged on the second half.
+    half = max(at for at, _, queued in samples if queued > 0) / 2
+    steady = [held for at, held, queued in samples if at > half and queued > 0]
     assert len(steady) >= 10
     assert max(steady) <= FLOOR
 

@@ -93,7 +93,9 @@ def test_entities_are_never_expanded_nor_files_read(tmp_path: Path) -> None:
         "</urlset>"
     ).encode()
     started = time.monotonic()
-    assert list(Sitemap(bomb)) == []  # libxml2 refuses the amplification: nothing is read
+    # libxml2 before 2.14 refuses the amplification at the DTD (nothing is read); 2.14
+    # (lxml 6.2) gives the first entry with the reference unexpanded, then stops there.
+    assert list(Sitemap(bomb)) in ([], [{"loc": ""}])
     assert time.monotonic() - started < 1
     secret = tmp_path / "secret.txt"
     secret.write_text("http://s.test/SECRET")
