@@ -625,6 +625,33 @@ def test_frontier_a_503_raises_that_hosts_delay_only() -> None:
     assert urls(lease(f)) == ["http://a.test/1"]  # its retry, due by now, goes first
 
 
+def test_frontier_a_burst_of_503s_doubles_the_delay_once() -> None:
+    """Requests leased together went at one pace: the first 503 of them answers them all."""
+    f, clock = frontier(autothrottle=False, obey_robots=False, per_host_concurrency=8,
+                        max_retries=5, retry_backoff_s=0.01)  # fmt: skip
+
+    def delay() -> float:
+        return float(f.status(detail=True)["hosts"]["a.test"]["delay_s"])
+
+    f.push([entry(f"http://a.test/{i}") for i in range(6)])
+    burst = lease(f)
+    assert len(burst) == 6
+    clock.advance(0.1)
+    for lease_id, _, _ in burst[:4]:  # four 503s of one burst: one doubling, to 1 s
+        ack(f, (lease_id, "retry", "http_503", [], [], (503, 0.05, 0.0)))
+    assert delay() == 1.0
+    ack(f, ok(burst[4][0], latency=0.05))  # an ordinary answer: the fixed delay again
+    assert delay() == 0.0
+    ack(f, (burst[5][0], "retry", "http_503", [], [], (503, 0.05, 0.0)))
+    assert delay() == 1.0  # one more of that burst: the slow-down again, not doubled
+    clock.advance(1.01)
+    ((lease_id, attempt, _),) = lease(f)  # one a second now: leased after the slow-down
+    assert attempt == 1
+    clock.advance(0.1)
+    ack(f, (lease_id, "retry", "http_503", [], [], (503, 0.05, 0.0)))
+    assert delay() == 2.0  # a 503 to a request sent at the new pace: doubles
+
+
 def test_frontier_backs_off_a_host_whose_connections_keep_failing() -> None:
     f, clock = frontier(autothrottle=True, obey_robots=False, per_host_concurrency=1,
                         max_retries=0)  # fmt: skip

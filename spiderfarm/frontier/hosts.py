@@ -31,7 +31,7 @@ class Host:
 
     __slots__ = (
         "asked", "buckets", "delay", "errors", "failures", "floor", "in_flight", "next_at", "owed",
-        "pages", "prios", "scheduled",
+        "pages", "prios", "scheduled", "slowed_at", "slowed_to",
     )  # fmt: skip
 
     def __init__(self, delay: float) -> None:
@@ -50,6 +50,8 @@ class Host:
         self.floor = 0.0  # robots.txt Crawl-delay
         self.asked = 0.0  # a Crawl-delay over max_crawl_delay_s, as asked (0: none)
         self.failures = 0  # connection failures in a row
+        self.slowed_at = float("-inf")  # when a 429/503 or failures last slowed it down
+        self.slowed_to = 0.0  # and to what delay
 
     def put(self, rid: int, wire: WireRequest, attempt: int) -> bool:
         """Queue one request; True if it is owed work (see ``owed``)."""
@@ -93,8 +95,12 @@ class Host:
             start = max(self.next_at, now - BURST_S)
             self.next_at = start + throttle.gap(self.delay)
 
-    def answered(self, kind: str, reason: str, info: Info, now: float, throttle: Throttle) -> None:
-        """What one outcome tells of the host: its new delay, and when it may start next."""
+    def answered(
+        self, kind: str, reason: str, info: Info, now: float, throttle: Throttle,
+        leased_at: float,
+    ) -> None:  # fmt: skip
+        """What one outcome, of a request leased at ``leased_at``, tells of the host: its
+        new delay, and when it may start next."""
         status, latency, retry_after = info[0], info[1], info[2]
         # Only a host that does not answer is backed off, not one serving bad pages.
         failed = kind in ("fail", "retry") and reason in CONNECTION_FAILURES
@@ -103,8 +109,18 @@ class Host:
             # middleware, a bad URL): nothing learnt about the host.
             return
         self.failures = self.failures + 1 if failed else 0
-        self.delay = throttle.update(self.delay, self.floor, status, latency, failed, self.failures)
         slow_down = status in (429, 503) or (failed and self.failures >= 3)
+        if not slow_down or leased_at >= self.slowed_at:
+            self.delay = throttle.update(
+                self.delay, self.floor, status, latency, failed, self.failures
+            )
+            if slow_down:
+                self.slowed_at, self.slowed_to = now, self.delay
+        else:
+            # Leased before the host was last slowed down, so sent at the old pace: that
+            # slow-down already answers it. Eight 503s of one burst double the delay once,
+            # not eight times (which would stall the host for a minute).
+            self.delay = max(self.delay, self.slowed_to)
         if self.delay and (slow_down or self.floor or throttle.min_delay):
             # The worker may have fetched this later than we leased it: count the gap from
             # now as well, so two fetches of one host are never closer than a fixed delay

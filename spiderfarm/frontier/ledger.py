@@ -288,7 +288,8 @@ class Ledger:
         notes = ""
         if kind in ("fail", "retry"):  # an errback's notes ride after the reason
             reason, notes = split_errback_notes(reason)
-        host.answered(kind, reason, info, now, self._throttle)
+        leased_at = lease[4] - self._settings.lease_timeout_s  # its deadline: leased + timeout
+        host.answered(kind, reason, info, now, self._throttle, leased_at)
         stats = self._stats
         if kind == "release":
             if attempt == 0 and rid:  # handed back unstarted: not a page against max_pages
