@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import groundtruth
-from tests.corpus import CORPUS, CorpusSet, CorpusUnavailable, fetch
+from tests.corpus import CORPUS, CorpusReport, CorpusSet, CorpusUnavailable, fetch
 from tests.corpus_site import CorpusSite
 from tests.sites import (
     SiteServer,
@@ -122,17 +122,22 @@ def corpus_truth(corpus_site: CorpusSite) -> groundtruth.GroundTruth:
     return groundtruth.crawl(corpus_site.start_url)
 
 
-@pytest.fixture(scope="session")
-def corpus_report() -> list[str]:
-    """Lines the corpus tests append (pages and times per set), printed at the end."""
-    return _CORPUS_REPORT
+@pytest.fixture
+def corpus_report(request: pytest.FixtureRequest) -> CorpusReport:
+    return CorpusReport(request.node)
 
 
 _CORPUS_REPORT: list[str] = []
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _CORPUS_REPORT.extend(value for name, value in report.user_properties if name == "corpus")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _CORPUS_REPORT:
         terminalreporter.section("real-world corpus")
-        for line in _CORPUS_REPORT:
+        # Each set's ground truth first, then the crawl (xdist runs them in any order).
+        for line in sorted(_CORPUS_REPORT, key=lambda line: (line[:14], "spiderfarm" in line)):
             terminalreporter.write_line(line)

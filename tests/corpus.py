@@ -30,11 +30,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import pytest
 
 __all__ = [
     "CORPUS",
     "CorpusError",
+    "CorpusReport",
     "CorpusSet",
     "CorpusUnavailable",
     "cache_dir",
@@ -340,3 +345,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class CorpusReport:
+    """Where a corpus test puts a line (pages and times per set) for the end of the run:
+    on its test's report, which pytest-xdist carries from its worker process."""
+
+    def __init__(self, node: pytest.Item) -> None:
+        self._node = node
+
+    def append(self, line: str) -> None:
+        self._node.user_properties.append(("corpus", line))

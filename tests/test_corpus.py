@@ -21,6 +21,7 @@ from tests import corpus
 from tests.corpus import (
     CORPUS,
     CorpusError,
+    CorpusReport,
     CorpusUnavailable,
     check_sha256,
     fetch,
@@ -43,7 +44,7 @@ def _listing(title: str, paths: set[str] | list[str]) -> str:
 
 
 def test_ground_truth_finds_the_pinned_pages(
-    corpus_site: CorpusSite, corpus_truth: GroundTruth, corpus_report: list[str]
+    corpus_site: CorpusSite, corpus_truth: GroundTruth, corpus_report: CorpusReport
 ) -> None:
     corpus_set = corpus_site.corpus_set
     paths = {urlsplit(url).path for url in corpus_truth.pages}
@@ -64,7 +65,7 @@ def test_ground_truth_finds_the_pinned_pages(
 def test_crawl_reaches_exactly_the_ground_truth(
     corpus_site: CorpusSite,
     corpus_truth: GroundTruth,
-    corpus_report: list[str],
+    corpus_report: CorpusReport,
     tmp_path: Path,
 ) -> None:
     corpus_set = corpus_site.corpus_set
