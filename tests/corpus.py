@@ -328,6 +328,17 @@ def _normalise(tree: Path) -> None:
                 path.unlink()
 
 
+class CorpusReport:
+    """Where a corpus test puts a line (pages and times per set) for the end of the run:
+    on its test's report, which pytest-xdist carries from its worker process."""
+
+    def __init__(self, node: pytest.Item) -> None:
+        self._node = node
+
+    def append(self, line: str) -> None:
+        self._node.user_properties.append(("corpus", line))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.corpus",
@@ -345,14 +356,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-class CorpusReport:
-    """Where a corpus test puts a line (pages and times per set) for the end of the run:
-    on its test's report, which pytest-xdist carries from its worker process."""
-
-    def __init__(self, node: pytest.Item) -> None:
-        self._node = node
-
-    def append(self, line: str) -> None:
-        self._node.user_properties.append(("corpus", line))

@@ -652,6 +652,20 @@ def test_frontier_a_burst_of_503s_doubles_the_delay_once() -> None:
     assert delay() == 2.0  # a 503 to a request sent at the new pace: doubles
 
 
+def test_frontier_a_burst_of_connection_failures_backs_the_host_off_once() -> None:
+    f, clock = frontier(obey_robots=False, per_host_concurrency=8, max_retries=0)
+    f.push([entry(f"http://a.test/{i}") for i in range(6)])
+    burst = lease(f)
+    assert len(burst) == 6
+    clock.advance(0.1)
+    delays = []
+    for lease_id, _, _ in burst:  # the third in a row backs off; the rest went with it
+        ack(f, (lease_id, "retry", "refused", [], [], (0, 0.01, 0.0)))
+        delays.append(f.status(detail=True)["hosts"]["a.test"]["delay_s"])
+    assert delays == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]  # each doubling: 1, 2, 4, 8
+    assert f.status(detail=True)["hosts"]["a.test"]["failures"] == 6
+
+
 def test_frontier_backs_off_a_host_whose_connections_keep_failing() -> None:
     f, clock = frontier(autothrottle=True, obey_robots=False, per_host_concurrency=1,
                         max_retries=0)  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lxml import etree
 
 from spiderfarm import Request, Response, SpiderLoadError, TextResponse, XmlResponse
 from spiderfarm.sitemaps import (
@@ -95,7 +96,8 @@ def test_entities_are_never_expanded_nor_files_read(tmp_path: Path) -> None:
     started = time.monotonic()
     # libxml2 before 2.14 refuses the amplification at the DTD (nothing is read); 2.14
     # (lxml 6.2) gives the first entry with the reference unexpanded, then stops there.
-    assert list(Sitemap(bomb)) in ([], [{"loc": ""}])
+    expected = [] if etree.LIBXML_VERSION < (2, 14) else [{"loc": ""}]
+    assert list(Sitemap(bomb)) == expected
     assert time.monotonic() - started < 1
     secret = tmp_path / "secret.txt"
     secret.write_text("http://s.test/SECRET")
